@@ -1,0 +1,229 @@
+//! cache-lookup: the semantic cache in Redis Stack (DB 0).
+//!
+//! - `POST /lookup` `{"tenant","vector"}`: KNN 1 among the tenant's entries;
+//!   a hit only when cosine similarity >= `similarity_threshold`. Creates the
+//!   HNSW cosine index (`cache_index`, dimension `vector_dimension`) when it
+//!   does not exist yet.
+//! - `POST /insert` `{"tenant","prompt","result","task_id","vector"}`: one
+//!   hash per (tenant, prompt); inserting the same prompt again overwrites it.
+//!
+//! Tenants are a TAG filter inside the KNN query itself, so one tenant's
+//! entries are never candidates for another's lookup.
+
+use aies_contract::{valid_tenant, CacheHit, InsertRequest, LookupRequest, LookupResponse};
+use aies_guest::{arg, error, execute, json, parse_body, redis, text, var, var_parsed, DB_CACHE};
+use anyhow::{bail, Result};
+use sha2::{Digest, Sha256};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+
+const KEY_PREFIX: &str = "aies:cache:";
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    let result = match (req.method(), req.path()) {
+        (Method::Post, "/lookup") => match parse_body::<LookupRequest>(&req) {
+            Ok(body) => lookup(body).map(|r| json(200, &r)),
+            Err(resp) => return resp,
+        },
+        (Method::Post, "/insert") => match parse_body::<InsertRequest>(&req) {
+            Ok(body) => insert(body).map(|()| json(200, &serde_json::json!({"inserted": true}))),
+            Err(resp) => return resp,
+        },
+        _ => return error(404, "cache-lookup serves POST /lookup and POST /insert"),
+    };
+    result.unwrap_or_else(|e| error(500, format!("{e:#}")))
+}
+
+struct Settings {
+    index: String,
+    dimension: usize,
+    threshold: f32,
+}
+
+fn settings() -> Result<Settings> {
+    let threshold: f32 = var_parsed("similarity_threshold")?;
+    if !(0.0..=1.0).contains(&threshold) {
+        bail!("similarity_threshold must be between 0 and 1, got {threshold}");
+    }
+    Ok(Settings {
+        index: var("cache_index")?,
+        dimension: var_parsed("vector_dimension")?,
+        threshold,
+    })
+}
+
+fn check(tenant: &str, vector: &[f32], s: &Settings) -> Result<()> {
+    if !valid_tenant(tenant) {
+        bail!("invalid tenant {tenant:?}");
+    }
+    if vector.len() != s.dimension {
+        bail!(
+            "vector has dimension {}, but VECTOR_DIMENSION (variable vector_dimension) is {}",
+            vector.len(),
+            s.dimension
+        );
+    }
+    Ok(())
+}
+
+fn blob(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn lookup(req: LookupRequest) -> Result<LookupResponse> {
+    let s = settings()?;
+    check(&req.tenant, &req.vector, &s)?;
+    let conn = redis(DB_CACHE)?;
+    let query = format!("(@tenant:{{{}}})=>[KNN 1 @vector $q AS distance]", req.tenant);
+    let args = [
+        arg(&s.index),
+        arg(&query),
+        arg("PARAMS"),
+        arg("2"),
+        arg("q"),
+        arg(blob(&req.vector)),
+        arg("RETURN"),
+        arg("4"),
+        arg("prompt"),
+        arg("result"),
+        arg("task_id"),
+        arg("distance"),
+        arg("DIALECT"),
+        arg("2"),
+    ];
+    let reply = match execute(&conn, "FT.SEARCH", &args) {
+        Ok(reply) => reply,
+        Err(e) if is_missing_index(&e) => {
+            create_index(&conn, &s)?;
+            return Ok(LookupResponse { hit: None });
+        }
+        Err(e) => return Err(explain_dimension(&conn, &s, e)),
+    };
+    let hit = parse_hit(&reply)?.filter(|h| h.similarity >= s.threshold);
+    Ok(LookupResponse { hit })
+}
+
+/// Reads the single document of a flattened `FT.SEARCH` reply:
+/// `[total, key, field, value, field, value, ...]`.
+fn parse_hit(reply: &[RedisResult]) -> Result<Option<CacheHit>> {
+    let total = match reply.first() {
+        Some(RedisResult::Int64(n)) => *n,
+        other => bail!("unexpected FT.SEARCH reply start: {other:?}"),
+    };
+    if total == 0 || reply.len() < 2 {
+        return Ok(None);
+    }
+    let mut hit = CacheHit {
+        prompt: String::new(),
+        result: String::new(),
+        similarity: 0.0,
+        task_id: String::new(),
+    };
+    let mut distance = None;
+    for pair in reply[2..].chunks(2) {
+        let [field, value] = pair else { break };
+        let (Some(field), Some(value)) = (text(field), text(value)) else {
+            continue;
+        };
+        match field.as_str() {
+            "prompt" => hit.prompt = value,
+            "result" => hit.result = value,
+            "task_id" => hit.task_id = value,
+            "distance" => distance = value.parse::<f32>().ok(),
+            _ => {}
+        }
+    }
+    let Some(distance) = distance else {
+        bail!("FT.SEARCH reply has no distance");
+    };
+    // RediSearch's COSINE metric reports 1 - cosine similarity.
+    hit.similarity = 1.0 - distance;
+    Ok(Some(hit))
+}
+
+fn is_missing_index(e: &anyhow::Error) -> bool {
+    let msg = e.to_string().to_lowercase();
+    msg.contains("no such index") || msg.contains("unknown index")
+}
+
+fn create_index(conn: &Connection, s: &Settings) -> Result<()> {
+    let args = [
+        arg(&s.index),
+        arg("ON"),
+        arg("HASH"),
+        arg("PREFIX"),
+        arg("1"),
+        arg(KEY_PREFIX),
+        arg("SCHEMA"),
+        arg("tenant"),
+        arg("TAG"),
+        arg("vector"),
+        arg("VECTOR"),
+        arg("HNSW"),
+        arg("6"),
+        arg("TYPE"),
+        arg("FLOAT32"),
+        arg("DIM"),
+        RedisParameter::Int64(s.dimension as i64),
+        arg("DISTANCE_METRIC"),
+        arg("COSINE"),
+    ];
+    match execute(conn, "FT.CREATE", &args) {
+        Ok(_) => Ok(()),
+        // Another request created it first.
+        Err(e) if e.to_string().to_lowercase().contains("already exists") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A search error on an existing index is most often a dimension mismatch
+/// (the index was built for another `VECTOR_DIMENSION`): say so plainly.
+fn explain_dimension(conn: &Connection, s: &Settings, e: anyhow::Error) -> anyhow::Error {
+    match index_dimension(conn, &s.index) {
+        Some(dim) if dim != s.dimension as i64 => anyhow::anyhow!(
+            "cache index `{}` was created with dimension {dim}, but VECTOR_DIMENSION is {}: \
+             drop the index (FT.DROPINDEX {}) or set VECTOR_DIMENSION={dim} ({e:#})",
+            s.index,
+            s.dimension,
+            s.index
+        ),
+        _ => e,
+    }
+}
+
+/// The `dim` of the index's vector field, read from the flattened `FT.INFO`.
+fn index_dimension(conn: &Connection, index: &str) -> Option<i64> {
+    let info = execute(conn, "FT.INFO", &[arg(index)]).ok()?;
+    let at = info.iter().position(|v| text(v).as_deref() == Some("dim"))?;
+    text(info.get(at + 1)?)?.parse().ok()
+}
+
+fn insert(req: InsertRequest) -> Result<()> {
+    let s = settings()?;
+    check(&req.tenant, &req.vector, &s)?;
+    let conn = redis(DB_CACHE)?;
+    let digest = Sha256::digest(req.prompt.trim().as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let key = format!("{KEY_PREFIX}{}:{hex}", req.tenant);
+    let args = [
+        arg(&key),
+        arg("tenant"),
+        arg(&req.tenant),
+        arg("prompt"),
+        arg(&req.prompt),
+        arg("result"),
+        arg(&req.result),
+        arg("task_id"),
+        arg(&req.task_id),
+        arg("vector"),
+        arg(blob(&req.vector)),
+    ];
+    execute(&conn, "HSET", &args)?;
+    let ttl: i64 = var_parsed("cache_ttl_seconds")?;
+    if ttl > 0 {
+        execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    }
+    Ok(())
+}

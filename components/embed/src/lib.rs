@@ -1,0 +1,136 @@
+//! embed: text -> vectors. `POST /embed` with `{"texts": [...]}`.
+//!
+//! The provider is chosen by the `embedding_provider` variable:
+//! - `local` (default, offline): all-MiniLM-L6-v2 through Spin's
+//!   `fermyon:spin/llm` `generate-embeddings`, which the host runs natively;
+//! - `gemini`: `gemini-embedding-001` through `:batchEmbedContents`;
+//! - `openai`: any OpenAI-compatible `/v1/embeddings`.
+//!
+//! Every vector must have `vector_dimension` entries, or the request fails
+//! with an error that says so (the cache index is built for that dimension).
+
+use aies_contract::{EmbedRequest, EmbedResponse};
+use aies_guest::{error, json, parse_body, post_json, var, var_parsed};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json as j, Value};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::llm;
+
+/// Texts per request, and characters per text: bounds the work one call can ask for.
+const MAX_TEXTS: usize = 64;
+const MAX_CHARS: usize = aies_contract::MAX_PROMPT_CHARS;
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    if *req.method() != Method::Post || req.path() != "/embed" {
+        return error(404, "embed serves POST /embed");
+    }
+    let body: EmbedRequest = match parse_body(&req) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if body.texts.is_empty() || body.texts.len() > MAX_TEXTS {
+        return error(400, format!("`texts` must hold 1 to {MAX_TEXTS} strings"));
+    }
+    if body.texts.iter().any(|t| t.chars().count() > MAX_CHARS) {
+        return error(413, format!("a text is longer than {MAX_CHARS} characters"));
+    }
+    match embed(&body.texts).await {
+        Ok(resp) => json(200, &resp),
+        Err(e) => error(502, format!("{e:#}")),
+    }
+}
+
+async fn embed(texts: &[String]) -> Result<EmbedResponse> {
+    let dimension: usize = var_parsed("vector_dimension")?;
+    let provider = var("embedding_provider")?;
+    let (model, vectors) = match provider.as_str() {
+        "local" => local(texts)?,
+        "gemini" => gemini(texts, dimension).await?,
+        "openai" => openai(texts).await?,
+        other => bail!("unknown embedding_provider {other:?}: use local, gemini or openai"),
+    };
+    if vectors.len() != texts.len() {
+        bail!("{model} returned {} vectors for {} texts", vectors.len(), texts.len());
+    }
+    if let Some(v) = vectors.iter().find(|v| v.len() != dimension) {
+        bail!(
+            "{model} returned vectors of dimension {}, but VECTOR_DIMENSION (variable vector_dimension) is {dimension}",
+            v.len()
+        );
+    }
+    Ok(EmbedResponse { model, vectors })
+}
+
+fn local(texts: &[String]) -> Result<(String, Vec<Vec<f32>>)> {
+    let model = llm::EmbeddingModel::AllMiniLmL6V2;
+    let out = llm::generate_embeddings(model, texts).map_err(|e| anyhow!("local {model}: {e}"))?;
+    Ok((format!("local:{model}"), out.embeddings))
+}
+
+async fn gemini(texts: &[String], dimension: usize) -> Result<(String, Vec<Vec<f32>>)> {
+    let model = var("gemini_embedding_model")?;
+    let key = var("google_api_key")?;
+    if key.is_empty() {
+        bail!("embedding_provider is gemini but google_api_key (GOOGLE_API_KEY) is empty");
+    }
+    let requests: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            j!({
+                "model": format!("models/{model}"),
+                "content": {"parts": [{"text": t}]},
+                "outputDimensionality": dimension,
+            })
+        })
+        .collect();
+    let url = format!(
+        "{}/v1beta/models/{model}:batchEmbedContents",
+        var("gemini_base_url")?
+    );
+    let body = post_json(&url, &[("x-goog-api-key", &key)], &j!({ "requests": requests }))
+        .await?
+        .json(&url)?;
+    let vectors = body["embeddings"]
+        .as_array()
+        .context("Gemini answer has no `embeddings`")?
+        .iter()
+        .map(|e| floats(&e["values"]))
+        .collect::<Result<_>>()?;
+    Ok((format!("gemini:{model}"), vectors))
+}
+
+async fn openai(texts: &[String]) -> Result<(String, Vec<Vec<f32>>)> {
+    let model = var("openai_embedding_model")?;
+    let key = var("openai_api_key")?;
+    let url = format!("{}/v1/embeddings", var("openai_base_url")?);
+    let auth = format!("Bearer {key}");
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("authorization", &auth)]
+    };
+    let body = post_json(&url, headers, &j!({"model": model, "input": texts}))
+        .await?
+        .json(&url)?;
+    let mut data: Vec<(u64, Vec<f32>)> = body["data"]
+        .as_array()
+        .context("embeddings answer has no `data`")?
+        .iter()
+        .map(|d| Ok((d["index"].as_u64().unwrap_or(0), floats(&d["embedding"])?)))
+        .collect::<Result<_>>()?;
+    data.sort_by_key(|(i, _)| *i);
+    Ok((
+        format!("openai:{model}"),
+        data.into_iter().map(|(_, v)| v).collect(),
+    ))
+}
+
+fn floats(v: &Value) -> Result<Vec<f32>> {
+    v.as_array()
+        .context("embedding is not an array")?
+        .iter()
+        .map(|x| x.as_f64().map(|f| f as f32).context("embedding holds a non-number"))
+        .collect()
+}

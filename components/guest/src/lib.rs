@@ -1,0 +1,228 @@
+//! What every component needs: JSON in and out, calls to other stages through
+//! Spin local service chaining, typed variables and Redis connections.
+
+use aies_contract::ErrorBody;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+use spin_sdk::variables;
+
+/// Redis logical databases (see DESIGN.md).
+pub const DB_CACHE: u8 = 0;
+pub const DB_COORDINATION: u8 = 1;
+pub const DB_TASKS: u8 = 2;
+
+/// Hash in DB 0 holding the application's counters, read by `GET /metrics`.
+pub const METRICS_KEY: &str = "aies:metrics";
+
+pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
+        .build()
+}
+
+pub fn error(status: u16, message: impl Into<String>) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
+}
+
+/// Parses a JSON request body, answering 400 with serde's explanation.
+pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, Response> {
+    serde_json::from_slice(req.body()).map_err(|e| error(400, format!("invalid JSON body: {e}")))
+}
+
+/// POSTs `body` as JSON to another stage (or the bridge) and decodes the
+/// JSON answer; a non-2xx answer is an error carrying its status and body.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(url: &str, body: &Req) -> Result<Resp> {
+    let req = Request::builder()
+        .method(Method::Post)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?)
+        .build();
+    let resp: Response = spin_sdk::http::send(req)
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    let status = *resp.status();
+    if !(200..300).contains(&status) {
+        let text = String::from_utf8_lossy(resp.body());
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| text.into_owned());
+        return Err(StageError { status, detail }).with_context(|| format!("calling {url}"));
+    }
+    serde_json::from_slice(resp.body()).with_context(|| format!("decoding the answer of {url}"))
+}
+
+/// A stage answered with an error status.
+#[derive(Debug)]
+pub struct StageError {
+    pub status: u16,
+    pub detail: String,
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status {}: {}", self.status, self.detail)
+    }
+}
+
+impl std::error::Error for StageError {}
+
+/// A Spin variable, with its name in the error.
+pub fn var(name: &str) -> Result<String> {
+    variables::get(name).map_err(|e| anyhow!("variable `{name}`: {e}"))
+}
+
+/// A Spin variable parsed into a number or flag.
+pub fn var_parsed<T: std::str::FromStr>(name: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = var(name)?;
+    raw.trim()
+        .parse()
+        .map_err(|e| anyhow!("variable `{name}` = {raw:?} is not valid: {e}"))
+}
+
+/// Opens logical database `db` on the Redis server named by the
+/// `redis_host` / `redis_port` variables.
+pub fn redis(db: u8) -> Result<Connection> {
+    let address = format!(
+        "redis://{}:{}/{db}",
+        var("redis_host")?,
+        var("redis_port")?
+    );
+    Connection::open(&address).map_err(|e| anyhow!("opening Redis db {db}: {e}"))
+}
+
+pub fn arg(s: impl AsRef<[u8]>) -> RedisParameter {
+    RedisParameter::Binary(s.as_ref().to_vec())
+}
+
+/// Runs a Redis command, turning its error into one that names the command.
+pub fn execute(conn: &Connection, command: &str, args: &[RedisParameter]) -> Result<Vec<RedisResult>> {
+    conn.execute(command, args)
+        .map_err(|e| anyhow!("redis {command}: {e}"))
+}
+
+/// The text of a flat Redis reply value, if it is one.
+pub fn text(value: &RedisResult) -> Option<String> {
+    match value {
+        RedisResult::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RedisResult::Status(s) => Some(s.clone()),
+        RedisResult::Int64(i) => Some(i.to_string()),
+        RedisResult::Nil => None,
+    }
+}
+
+/// `HGETALL` of a hash as field/value pairs (the reply arrives flat).
+pub fn hgetall(conn: &Connection, key: &str) -> Result<Vec<(String, String)>> {
+    let flat = execute(conn, "HGETALL", &[arg(key)])?;
+    if flat.len() % 2 != 0 {
+        bail!("HGETALL {key}: odd number of values");
+    }
+    Ok(flat
+        .chunks(2)
+        .map(|p| (text(&p[0]).unwrap_or_default(), text(&p[1]).unwrap_or_default()))
+        .collect())
+}
+
+/// Adds one to a counter of the metrics hash. Metrics must never fail a
+/// request, so errors are only logged.
+pub fn count(field: &str) {
+    let result = redis(DB_CACHE)
+        .and_then(|c| execute(&c, "HINCRBY", &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(1)]));
+    if let Err(e) = result {
+        eprintln!("metrics: {e:#}");
+    }
+}
+
+/// Seconds since the Unix epoch, from the host's wall clock.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The local-service-chaining URL of a stage's route.
+pub fn stage_url(component: &str, path: &str) -> String {
+    format!("http://{component}.spin.internal{path}")
+}
+
+/// The answer of a provider API.
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The JSON body of a 2xx answer; otherwise an error with the status and
+    /// the start of the body (never the request, which may carry a key).
+    pub fn json(&self, url: &str) -> Result<serde_json::Value> {
+        if !(200..300).contains(&self.status) {
+            let text: String = String::from_utf8_lossy(&self.body).chars().take(500).collect();
+            bail!("POST {url}: status {}: {text}", self.status);
+        }
+        serde_json::from_slice(&self.body).with_context(|| format!("POST {url}: answer is not JSON"))
+    }
+}
+
+/// POSTs JSON to a provider API (an outbound host the manifest allows).
+pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Result<Answer> {
+    let mut req = Request::builder();
+    req.method(Method::Post)
+        .uri(url)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req.header(*k, *v);
+    }
+    let req = req.body(serde_json::to_vec(body)?).build();
+    let resp: Response = spin_sdk::http::send(req)
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let retry_after = resp
+        .header("retry-after")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.trim().parse().ok());
+    Ok(Answer {
+        status: *resp.status(),
+        retry_after,
+        body: resp.body().to_vec(),
+    })
+}
+
+/// A task record (a hash in DB 2), as read with `HGETALL`.
+pub struct TaskRecord(Vec<(String, String)>);
+
+impl TaskRecord {
+    pub fn read(conn: &Connection, task_id: &str) -> Result<Self> {
+        Ok(Self(hgetall(conn, &aies_contract::task_key(task_id))?))
+    }
+
+    pub fn get(&self, field: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == field).map(|(_, v)| v.clone())
+    }
+
+    /// The task as the API shows it; `None` when there is no such task.
+    pub fn task(&self, task_id: &str) -> Option<aies_contract::TaskResult> {
+        let status = aies_contract::TaskStatus::parse(&self.get("status")?)?;
+        Some(aies_contract::TaskResult {
+            task_id: task_id.to_string(),
+            status,
+            result: self.get("result"),
+            error: self.get("error"),
+            model: self.get("model"),
+        })
+    }
+}

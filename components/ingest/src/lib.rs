@@ -1,0 +1,290 @@
+//! ingest: the public API.
+//!
+//! - `POST /process` `{"prompt", "use_cache"?, "metadata"?}` (tenant from the
+//!   `x-tenant-id` header): a semantic-cache hit answers 200 at once; a miss
+//!   records the task as PENDING (Redis DB 2), hands the event to the bridge
+//!   for `datos_crudos` and answers 202 with the task id.
+//! - `GET /task/{id}`: the task's status, result or error.
+//! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
+
+use aies_contract::{
+    task_key, valid_task_id, CacheHit, valid_tenant, EmbedRequest, EmbedResponse, LookupRequest,
+    LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT,
+    EVENT_VERSION, MAX_PROMPT_CHARS,
+};
+use aies_guest::{
+    arg, call, count, error, execute, hgetall, json, now_secs, redis, stage_url, var, var_parsed,
+    TaskRecord,
+    DB_CACHE, DB_TASKS, METRICS_KEY,
+};
+use anyhow::Result;
+use serde_json::json as j;
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::redis::RedisParameter;
+
+/// Largest request body accepted by `POST /process`.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    let path = req.path().to_string();
+    match (req.method(), path.as_str()) {
+        (Method::Post, "/process") => process(req).await,
+        (Method::Get, "/metrics") => metrics(),
+        (Method::Get, "/health") => health(),
+        (Method::Get, "/") => docs(),
+        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]),
+        (_, "/process") => error(405, "use POST /process"),
+        _ => error(404, format!("no route for {path}: see GET /")),
+    }
+}
+
+fn tenant(req: &Request) -> Result<String, Response> {
+    let tenant = req
+        .header("x-tenant-id")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_TENANT)
+        .to_string();
+    if valid_tenant(&tenant) {
+        Ok(tenant)
+    } else {
+        Err(error(
+            400,
+            "x-tenant-id must be 1-64 letters, digits, '-' or '_'",
+        ))
+    }
+}
+
+/// Checks a `POST /process` request; `Err` is the 4xx answer.
+fn validate(req: &Request) -> Result<(ProcessRequest, String), Response> {
+    if req.body().len() > MAX_BODY_BYTES {
+        return Err(error(
+            413,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let tenant = tenant(req)?;
+    let mut body: ProcessRequest = serde_json::from_slice(req.body())
+        .map_err(|e| error(400, format!("invalid JSON body: {e}")))?;
+    body.prompt = body.prompt.trim().to_string();
+    if body.prompt.is_empty() {
+        return Err(error(400, "`prompt` must not be empty"));
+    }
+    if body.prompt.chars().count() > MAX_PROMPT_CHARS {
+        return Err(error(
+            413,
+            format!("`prompt` is longer than {MAX_PROMPT_CHARS} characters"),
+        ));
+    }
+    Ok((body, tenant))
+}
+
+async fn process(req: Request) -> Response {
+    count("requests");
+    let (body, tenant) = match validate(&req) {
+        Ok(v) => v,
+        Err(resp) => {
+            count("bad_requests");
+            return resp;
+        }
+    };
+    if body.use_cache {
+        match cached(&body.prompt, &tenant).await {
+            Ok(Some(hit)) => {
+                count("cache_hits");
+                return json(
+                    200,
+                    &j!({
+                        "status": "SUCCESS",
+                        "cached": true,
+                        "similarity": hit.similarity,
+                        "result": hit.result,
+                        "task_id": hit.task_id,
+                    }),
+                );
+            }
+            Ok(None) => count("cache_misses"),
+            // The cache is an optimisation: when it fails, process anyway.
+            Err(e) => {
+                eprintln!("cache lookup failed, treating as a miss: {e:#}");
+                count("cache_errors");
+            }
+        }
+    }
+    match enqueue(body, tenant).await {
+        Ok(task_id) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
+        Err(e) => {
+            eprintln!("enqueue failed: {e:#}");
+            error(503, format!("could not enqueue the task: {e:#}"))
+        }
+    }
+}
+
+async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
+    let embedded: EmbedResponse = call(
+        &stage_url("embed", "/embed"),
+        &EmbedRequest {
+            texts: vec![prompt.to_string()],
+        },
+    )
+    .await?;
+    let vector = embedded.vectors.into_iter().next().unwrap_or_default();
+    let found: LookupResponse = call(
+        &stage_url("cache-lookup", "/lookup"),
+        &LookupRequest {
+            tenant: tenant.to_string(),
+            vector,
+        },
+    )
+    .await?;
+    Ok(found.hit)
+}
+
+/// Records the task as PENDING, then hands the event to the bridge. If the
+/// bridge does not take it, the record says FAILURE, so no task is left
+/// PENDING forever.
+async fn enqueue(body: ProcessRequest, tenant: String) -> Result<String> {
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let conn = redis(DB_TASKS)?;
+    let key = task_key(&task_id);
+    let now = now_secs().to_string();
+    execute(
+        &conn,
+        "HSET",
+        &[
+            arg(&key),
+            arg("status"),
+            arg(TaskStatus::Pending.as_str()),
+            arg("prompt"),
+            arg(&body.prompt),
+            arg("tenant"),
+            arg(&tenant),
+            arg("created_at"),
+            arg(&now),
+            arg("updated_at"),
+            arg(&now),
+        ],
+    )?;
+    let ttl: i64 = var_parsed("result_ttl_seconds")?;
+    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    count("tasks_pending");
+
+    let event = RawEvent {
+        version: EVENT_VERSION,
+        task_id: Some(task_id.clone()),
+        prompt: body.prompt,
+        tenant: Some(tenant),
+        use_cache: body.use_cache,
+        metadata: body.metadata,
+    };
+    let url = format!("{}/enqueue", var("bridge_url")?);
+    if let Err(e) = call::<_, serde_json::Value>(&url, &event).await {
+        let msg = format!("could not enqueue: {e:#}");
+        execute(
+            &conn,
+            "HSET",
+            &[
+                arg(&key),
+                arg("status"),
+                arg(TaskStatus::Failure.as_str()),
+                arg("error"),
+                arg(&msg),
+            ],
+        )?;
+        count("tasks_failure");
+        return Err(e);
+    }
+    Ok(task_id)
+}
+
+fn task(req: &Request, id: &str) -> Response {
+    if !valid_task_id(id) {
+        return error(400, "invalid task id");
+    }
+    let tenant = match tenant(req) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let record = match redis(DB_TASKS).and_then(|c| TaskRecord::read(&c, id)) {
+        Ok(r) => r,
+        Err(e) => return error(503, format!("{e:#}")),
+    };
+    // Another tenant's task is as unknown as a missing one.
+    let owner = record.get("tenant").unwrap_or_else(|| DEFAULT_TENANT.to_string());
+    match record.task(id) {
+        Some(task) if owner == tenant => json(200, &task),
+        _ => error(404, format!("no task {id}")),
+    }
+}
+
+/// Counters kept in the metrics hash, with their Prometheus names and help.
+const METRICS: &[(&str, &str, &str)] = &[
+    ("requests", "aies_requests_total", "POST /process requests received"),
+    ("bad_requests", "aies_bad_requests_total", "POST /process requests rejected as invalid"),
+    ("cache_hits", "aies_cache_hits_total", "Prompts answered from the semantic cache"),
+    ("cache_misses", "aies_cache_misses_total", "Prompts not found in the semantic cache"),
+    ("cache_errors", "aies_cache_errors_total", "Cache lookups that failed (treated as misses)"),
+];
+
+const STATES: &[(&str, &str)] = &[
+    ("tasks_pending", "PENDING"),
+    ("tasks_started", "STARTED"),
+    ("tasks_success", "SUCCESS"),
+    ("tasks_failure", "FAILURE"),
+];
+
+fn metrics() -> Response {
+    let fields = match redis(DB_CACHE).and_then(|c| hgetall(&c, METRICS_KEY)) {
+        Ok(f) => f,
+        Err(e) => return error(503, format!("{e:#}")),
+    };
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("0")
+            .to_string()
+    };
+    let mut out = String::new();
+    for (field, name, help) in METRICS {
+        out += &format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value(field)
+        );
+    }
+    out += "# HELP aies_tasks_total Tasks that entered each state\n# TYPE aies_tasks_total counter\n";
+    for (field, state) in STATES {
+        out += &format!("aies_tasks_total{{status=\"{state}\"}} {}\n", value(field));
+    }
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(out)
+        .build()
+}
+
+fn health() -> Response {
+    let ping = |db| redis(db).and_then(|c| execute(&c, "PING", &[]));
+    match ping(DB_CACHE).and(ping(DB_TASKS)) {
+        Ok(_) => json(200, &j!({"status": "ok", "redis": "ok"})),
+        Err(e) => json(503, &j!({"status": "unavailable", "redis": format!("{e:#}")})),
+    }
+}
+
+fn docs() -> Response {
+    json(
+        200,
+        &j!({
+            "service": "ai-eventstream",
+            "endpoints": {
+                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?}; header x-tenant-id (optional). 200 on a cache hit, 202 {task_id} otherwise",
+                "GET /task/{id}": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error",
+                "GET /metrics": "Prometheus text format",
+                "GET /health": "Redis reachability",
+            },
+            "limits": {"body_bytes": MAX_BODY_BYTES, "prompt_chars": MAX_PROMPT_CHARS},
+        }),
+    )
+}

@@ -1,0 +1,243 @@
+//! llm-invoke: `POST /invoke`, called by the bridge once per Kafka event.
+//!
+//! Marks the task STARTED, asks the LLM, and hands the outcome to store,
+//! whose answer (the final task) it returns. A task that is already final is
+//! answered from the result backend without calling the LLM again, so a
+//! redelivered event costs nothing.
+//!
+//! Providers (`llm_provider`): `gemini` (`generateContent`), `openai` (any
+//! OpenAI-compatible `/v1/chat/completions`), `offline` (a stand-in that
+//! labels its answers as not coming from an LLM), or `auto` (default):
+//! gemini when `google_api_key` is set, else openai when `openai_api_key` is
+//! set or `openai_base_url` points somewhere other than api.openai.com,
+//! else offline.
+//!
+//! Transient failures (transport errors, 408, 429, 5xx) are retried up to
+//! `llm_max_retries` times with exponential backoff, full jitter and the
+//! server's `Retry-After`; a task fails for good on other statuses or when
+//! the bridge says this is its final attempt.
+
+use aies_contract::{
+    task_key, valid_task_id, valid_tenant, InvokeRequest, Outcome, StoreRequest, TaskResult,
+    TaskStatus,
+};
+use aies_guest::{
+    arg, call, count, error, execute, json, now_secs, parse_body, post_json, redis,
+    stage_url, var, var_parsed, TaskRecord, DB_TASKS,
+};
+use anyhow::{anyhow, Result};
+use serde_json::{json as j, Value};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::redis::RedisParameter;
+use std::time::Duration;
+
+/// Label of the offline stand-in, in `model` and in the answer text.
+pub const OFFLINE_MODEL: &str = "offline-stand-in";
+const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com";
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    if *req.method() != Method::Post || req.path() != "/invoke" {
+        return error(404, "llm-invoke serves POST /invoke");
+    }
+    let body: InvokeRequest = match parse_body(&req) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if !valid_task_id(&body.task_id) || !valid_tenant(&body.tenant) {
+        return error(400, "invalid task_id or tenant");
+    }
+    match invoke(body).await {
+        Ok(task) => json(200, &task),
+        // 503 tells the bridge to retry later.
+        Err(e) => error(503, format!("{e:#}")),
+    }
+}
+
+async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
+    let conn = redis(DB_TASKS)?;
+    let key = task_key(&req.task_id);
+    let record = TaskRecord::read(&conn, &req.task_id)?;
+    if let Some(task) = record.task(&req.task_id).filter(|t| t.status.is_final()) {
+        return Ok(task);
+    }
+    // Events from third-party producers have no record yet: this creates it.
+    let now = now_secs().to_string();
+    execute(
+        &conn,
+        "HSET",
+        &[
+            arg(&key),
+            arg("status"),
+            arg(TaskStatus::Started.as_str()),
+            arg("prompt"),
+            arg(&req.prompt),
+            arg("tenant"),
+            arg(&req.tenant),
+            arg("updated_at"),
+            arg(&now),
+        ],
+    )?;
+    execute(&conn, "HSETNX", &[arg(&key), arg("created_at"), arg(&now)])?;
+    let ttl: i64 = var_parsed("result_ttl_seconds")?;
+    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    count("tasks_started");
+
+    let outcome = match generate(&req.prompt).await {
+        Ok((result, model)) => Outcome::Success { result, model },
+        Err(Failure::Permanent(e)) => Outcome::Failure {
+            error: format!("{e:#}"),
+        },
+        Err(Failure::Transient(e)) if req.final_attempt => Outcome::Failure {
+            error: format!("gave up after retries: {e:#}"),
+        },
+        Err(Failure::Transient(e)) => return Err(e),
+    };
+    call(
+        &stage_url("store", "/store"),
+        &StoreRequest {
+            task_id: req.task_id,
+            prompt: req.prompt,
+            tenant: req.tenant,
+            use_cache: req.use_cache,
+            outcome,
+        },
+    )
+    .await
+}
+
+enum Failure {
+    /// Worth another try later (transport error, 408, 429, 5xx).
+    Transient(anyhow::Error),
+    /// Asking again will not help (bad request, bad key, bad configuration).
+    Permanent(anyhow::Error),
+}
+
+fn permanent(e: anyhow::Error) -> Failure {
+    Failure::Permanent(e)
+}
+
+async fn generate(prompt: &str) -> Result<(String, String), Failure> {
+    let provider = provider().map_err(permanent)?;
+    match provider.as_str() {
+        "offline" => Ok((offline_answer(prompt), OFFLINE_MODEL.to_string())),
+        "gemini" => gemini(prompt).await,
+        "openai" => openai(prompt).await,
+        other => Err(permanent(anyhow!(
+            "unknown llm_provider {other:?}: use auto, offline, gemini or openai"
+        ))),
+    }
+}
+
+fn provider() -> Result<String> {
+    let chosen = var("llm_provider")?;
+    if chosen != "auto" {
+        return Ok(chosen);
+    }
+    Ok(if !var("google_api_key")?.is_empty() {
+        "gemini".into()
+    } else if !var("openai_api_key")?.is_empty()
+        || var("openai_base_url")?.trim_end_matches('/') != OPENAI_DEFAULT_BASE
+    {
+        "openai".into()
+    } else {
+        "offline".into()
+    })
+}
+
+/// The stand-in used when no LLM is configured: deterministic, and says
+/// plainly that it is not a model's answer.
+fn offline_answer(prompt: &str) -> String {
+    let preview: String = prompt.chars().take(200).collect();
+    format!(
+        "[{OFFLINE_MODEL}: no LLM is configured, this is not a real answer] \
+         Received a prompt of {} characters: \"{preview}\"",
+        prompt.chars().count()
+    )
+}
+
+async fn gemini(prompt: &str) -> Result<(String, String), Failure> {
+    let model = var("gemini_model").map_err(permanent)?;
+    let key = var("google_api_key").map_err(permanent)?;
+    if key.is_empty() {
+        return Err(permanent(anyhow!(
+            "llm_provider is gemini but google_api_key (GOOGLE_API_KEY) is empty"
+        )));
+    }
+    let url = format!(
+        "{}/v1beta/models/{model}:generateContent",
+        var("gemini_base_url").map_err(permanent)?
+    );
+    let body = j!({"contents": [{"role": "user", "parts": [{"text": prompt}]}]});
+    let answer = post_with_retries(&url, &[("x-goog-api-key", &key)], &body).await?;
+    let parts = answer["candidates"][0]["content"]["parts"]
+        .as_array()
+        .ok_or_else(|| permanent(anyhow!("Gemini answer has no candidates[0].content.parts")))?;
+    let text: String = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+    Ok((text, format!("gemini:{model}")))
+}
+
+async fn openai(prompt: &str) -> Result<(String, String), Failure> {
+    let model = var("openai_model").map_err(permanent)?;
+    let key = var("openai_api_key").map_err(permanent)?;
+    let url = format!(
+        "{}/v1/chat/completions",
+        var("openai_base_url").map_err(permanent)?
+    );
+    let auth = format!("Bearer {key}");
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("authorization", &auth)]
+    };
+    let body = j!({"model": model, "messages": [{"role": "user", "content": prompt}]});
+    let answer = post_with_retries(&url, headers, &body).await?;
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .ok_or_else(|| permanent(anyhow!("answer has no choices[0].message.content")))?;
+    Ok((text.to_string(), format!("openai:{model}")))
+}
+
+async fn post_with_retries(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> Result<Value, Failure> {
+    let retries: u32 = var_parsed("llm_max_retries").map_err(permanent)?;
+    let base_ms: u64 = var_parsed("llm_backoff_ms").map_err(permanent)?;
+    let mut attempt = 0;
+    loop {
+        let (err, retry_after) = match post_json(url, headers, body).await {
+            Ok(a) if (200..300).contains(&a.status) => {
+                return a.json(url).map_err(permanent);
+            }
+            Ok(a) if transient_status(a.status) => (a.json(url).unwrap_err(), a.retry_after),
+            Ok(a) => return Err(permanent(a.json(url).unwrap_err())),
+            Err(e) => (e, None),
+        };
+        if attempt >= retries {
+            return Err(Failure::Transient(
+                err.context(format!("{} attempts", attempt + 1)),
+            ));
+        }
+        let wait = backoff(attempt, base_ms, retry_after);
+        eprintln!("LLM call failed ({err:#}); retry {} in {wait:?}", attempt + 1);
+        std::thread::sleep(wait);
+        attempt += 1;
+    }
+}
+
+fn transient_status(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+/// Exponential backoff with full jitter, capped at 10 s; a `Retry-After`
+/// from the server (capped at 30 s) is waited for at least.
+fn backoff(attempt: u32, base_ms: u64, retry_after: Option<u64>) -> Duration {
+    let ceiling = base_ms.saturating_mul(1 << attempt.min(16)).min(10_000);
+    let jitter = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
+    let ms = if ceiling == 0 { 0 } else { jitter % (ceiling + 1) };
+    let floor = retry_after.unwrap_or(0).min(30) * 1000;
+    Duration::from_millis(ms.max(floor))
+}

@@ -1,0 +1,119 @@
+//! store: `POST /store`, the end of the pipeline for one task.
+//!
+//! Writes the outcome into the task record (Redis DB 2) exactly once: the
+//! first writer claims the record with `HSETNX finished_at`, and any later
+//! write for the same task (a redelivered event) gets the stored result back
+//! unchanged. Then it fills the semantic cache (best effort: a cache that
+//! cannot be filled costs a future hit, not this result) and announces the
+//! completion on the `ai_eventstream:task_completed` channel.
+
+use aies_contract::{
+    task_key, valid_task_id, valid_tenant, EmbedRequest, EmbedResponse, InsertRequest, Outcome,
+    StoreRequest, TaskResult, TaskStatus, COMPLETION_CHANNEL,
+};
+use aies_guest::{
+    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url,
+    var_parsed, TaskRecord, DB_TASKS,
+};
+use anyhow::{bail, Result};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::redis::{RedisParameter, RedisResult};
+
+#[http_component]
+async fn handle(req: Request) -> Response {
+    if *req.method() != Method::Post || req.path() != "/store" {
+        return error(404, "store serves POST /store");
+    }
+    let body: StoreRequest = match parse_body(&req) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if !valid_task_id(&body.task_id) || !valid_tenant(&body.tenant) {
+        return error(400, "invalid task_id or tenant");
+    }
+    match store(body).await {
+        Ok(task) => json(200, &task),
+        Err(e) => error(503, format!("{e:#}")),
+    }
+}
+
+async fn store(req: StoreRequest) -> Result<TaskResult> {
+    let conn = redis(DB_TASKS)?;
+    let key = task_key(&req.task_id);
+    let now = now_secs().to_string();
+    let claimed = execute(&conn, "HSETNX", &[arg(&key), arg("finished_at"), arg(&now)])?;
+    if !matches!(claimed.first(), Some(RedisResult::Int64(1))) {
+        return stored(&conn, &req.task_id);
+    }
+    let (status, fields) = match &req.outcome {
+        Outcome::Success { result, model } => (
+            TaskStatus::Success,
+            vec![arg("result"), arg(result), arg("model"), arg(model)],
+        ),
+        Outcome::Failure { error } => (TaskStatus::Failure, vec![arg("error"), arg(error)]),
+    };
+    let mut args = vec![
+        arg(&key),
+        arg("status"),
+        arg(status.as_str()),
+        arg("prompt"),
+        arg(&req.prompt),
+        arg("tenant"),
+        arg(&req.tenant),
+        arg("updated_at"),
+        arg(&now),
+    ];
+    args.extend(fields);
+    execute(&conn, "HSET", &args)?;
+    let ttl: i64 = var_parsed("result_ttl_seconds")?;
+    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    count(match status {
+        TaskStatus::Success => "tasks_success",
+        _ => "tasks_failure",
+    });
+
+    if let (Outcome::Success { result, .. }, true) = (&req.outcome, req.use_cache) {
+        if let Err(e) = fill_cache(&req, result).await {
+            eprintln!("task {}: cache fill failed: {e:#}", req.task_id);
+        }
+    }
+    let notice = serde_json::json!({"task_id": req.task_id, "status": status});
+    if let Err(e) = conn.publish(COMPLETION_CHANNEL, &serde_json::to_vec(&notice)?) {
+        eprintln!("task {}: completion notice failed: {e}", req.task_id);
+    }
+    stored(&conn, &req.task_id)
+}
+
+async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
+    let embedded: EmbedResponse = call(
+        &stage_url("embed", "/embed"),
+        &EmbedRequest {
+            texts: vec![req.prompt.clone()],
+        },
+    )
+    .await?;
+    let Some(vector) = embedded.vectors.into_iter().next() else {
+        bail!("embed returned no vector");
+    };
+    let _: serde_json::Value = call(
+        &stage_url("cache-lookup", "/insert"),
+        &InsertRequest {
+            tenant: req.tenant.clone(),
+            prompt: req.prompt.clone(),
+            result: result.to_string(),
+            task_id: req.task_id.clone(),
+            vector,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The task as recorded.
+fn stored(conn: &spin_sdk::redis::Connection, task_id: &str) -> Result<TaskResult> {
+    match TaskRecord::read(conn, task_id)?.task(task_id) {
+        Some(task) => Ok(task),
+        None => bail!("task {task_id} has no valid status"),
+    }
+}

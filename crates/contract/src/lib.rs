@@ -1,0 +1,264 @@
+//! The contract between the stages: every request, response and event that
+//! crosses a component boundary, the bridge or Kafka is defined here once.
+//!
+//! This crate builds for `wasm32-wasip2` (the components) and natively (the
+//! bridge and the tests), so it depends on serde alone.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Raw events: from the API (through the bridge) or from any producer.
+pub const RAW_TOPIC: &str = "datos_crudos";
+/// Final results, one message per finished task.
+pub const RESULT_TOPIC: &str = "datos_procesados";
+/// Events that exhausted their retries or could not be parsed.
+pub const DEAD_LETTER_TOPIC: &str = "datos_crudos_dlq";
+/// The bridge's consumer group.
+pub const CONSUMER_GROUP: &str = "ai_eventstream_consumers";
+/// Redis pub/sub channel on which store announces finished tasks.
+pub const COMPLETION_CHANNEL: &str = "ai_eventstream:task_completed";
+/// Version written into every event this system produces.
+pub const EVENT_VERSION: u32 = 1;
+/// Tenant used when a request names none.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest prompt accepted, in characters.
+pub const MAX_PROMPT_CHARS: usize = 16_000;
+
+/// Redis key of a task record (a hash) in the result backend, DB 2.
+pub fn task_key(task_id: &str) -> String {
+    format!("aies:task:{task_id}")
+}
+
+/// A tenant id is a short tag: letters, digits, `-` and `_`. Keeping it to
+/// these characters lets it go into a RediSearch TAG query without escaping.
+pub fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A task id is produced by us (a UUID) or by a third-party producer; it is
+/// used in Redis keys and Kafka keys, so it is bounded and plain.
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Body of `POST /process`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRequest {
+    pub prompt: String,
+    #[serde(default = "yes")]
+    pub use_cache: bool,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An event on `datos_crudos`. Only `prompt` is required, so that events from
+/// third-party producers are processed too; the bridge fills in the rest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RawEvent {
+    #[serde(default = "event_version")]
+    pub version: u32,
+    #[serde(default)]
+    pub task_id: Option<String>,
+    pub prompt: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default = "yes")]
+    pub use_cache: bool,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+fn event_version() -> u32 {
+    EVENT_VERSION
+}
+
+/// Task states, as stored in the result backend and returned by the API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskStatus {
+    Pending,
+    Started,
+    Success,
+    Failure,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Started => "STARTED",
+            TaskStatus::Success => "SUCCESS",
+            TaskStatus::Failure => "FAILURE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => TaskStatus::Pending,
+            "STARTED" => TaskStatus::Started,
+            "SUCCESS" => TaskStatus::Success,
+            "FAILURE" => TaskStatus::Failure,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Success | TaskStatus::Failure)
+    }
+}
+
+/// A task as the API and `datos_procesados` show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskResult {
+    pub task_id: String,
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which model answered, e.g. `gemini:gemini-2.0-flash` or `offline-stand-in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// `POST http://embed.spin.internal/embed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedRequest {
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// `POST http://cache-lookup.spin.internal/lookup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupRequest {
+    pub tenant: String,
+    pub vector: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CacheHit {
+    pub prompt: String,
+    pub result: String,
+    pub similarity: f32,
+    pub task_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupResponse {
+    pub hit: Option<CacheHit>,
+}
+
+/// `POST http://cache-lookup.spin.internal/insert`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InsertRequest {
+    pub tenant: String,
+    pub prompt: String,
+    pub result: String,
+    pub task_id: String,
+    pub vector: Vec<f32>,
+}
+
+/// `POST /invoke` on llm-invoke, sent by the bridge for each Kafka event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub task_id: String,
+    pub prompt: String,
+    pub tenant: String,
+    pub use_cache: bool,
+    /// When true and the call fails, the task is recorded as FAILURE instead
+    /// of being left for another retry.
+    #[serde(default)]
+    pub final_attempt: bool,
+}
+
+/// What the LLM stage produced for a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Success { result: String, model: String },
+    Failure { error: String },
+}
+
+/// `POST http://store.spin.internal/store`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreRequest {
+    pub task_id: String,
+    pub prompt: String,
+    pub tenant: String,
+    pub use_cache: bool,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Every error body of every stage: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn third_party_event_with_only_a_prompt_parses() {
+        let e: RawEvent = serde_json::from_str(r#"{"prompt":"hi"}"#).unwrap();
+        assert_eq!(e.version, EVENT_VERSION);
+        assert_eq!(e.task_id, None);
+        assert!(e.use_cache);
+    }
+
+    #[test]
+    fn process_request_rejects_unknown_fields_and_wrong_types() {
+        assert!(serde_json::from_str::<ProcessRequest>(r#"{"prompt":"a","x":1}"#).is_err());
+        assert!(serde_json::from_str::<ProcessRequest>(r#"{"prompt":5}"#).is_err());
+        let ok: ProcessRequest = serde_json::from_str(r#"{"prompt":"a"}"#).unwrap();
+        assert!(ok.use_cache);
+    }
+
+    #[test]
+    fn tenant_and_task_ids_are_plain() {
+        assert!(valid_tenant("acme_1-x"));
+        assert!(!valid_tenant("a}b"));
+        assert!(!valid_tenant(""));
+        assert!(valid_task_id("0b6c-11:x.y"));
+        assert!(!valid_task_id("a b"));
+    }
+
+    #[test]
+    fn store_request_is_flat_json() {
+        let r = StoreRequest {
+            task_id: "t".into(),
+            prompt: "p".into(),
+            tenant: "default".into(),
+            use_cache: true,
+            outcome: Outcome::Success {
+                result: "r".into(),
+                model: "m".into(),
+            },
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["outcome"], "success");
+        assert_eq!(v["result"], "r");
+        let back: StoreRequest = serde_json::from_value(v).unwrap();
+        assert!(matches!(back.outcome, Outcome::Success { .. }));
+    }
+}

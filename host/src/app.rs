@@ -1,0 +1,392 @@
+//! The loaded application: one compiled, pre-instantiated component per
+//! manifest entry, the HTTP routes, and the shared backends (Redis, model).
+//!
+//! Each request gets a fresh `Store` from the component's `ProxyPre`, with a
+//! memory limit and an epoch deadline: a component that runs past
+//! `request_timeout` is trapped, and one stuck waiting on I/O is dropped.
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::StoreLimitsBuilder;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
+
+use crate::allowed_hosts::AllowedHosts;
+use crate::bindings::HostWorld;
+use crate::llm::{EmbeddingEngine, MiniLm, MINILM};
+use crate::manifest::{AppVariables, Manifest, Route};
+use crate::outbound_http::OutboundHttp;
+use crate::redis::RedisPool;
+use crate::state::{ComponentInfo, RequestState};
+
+/// How often the epoch advances; request deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the host, from flags (the binary) or from a test.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub manifest: PathBuf,
+    /// Variable values that win over `SPIN_VARIABLE_*` and defaults.
+    pub variables: HashMap<String, String>,
+    /// Read `SPIN_VARIABLE_*` from the process environment.
+    pub env_variables: bool,
+    /// Where `all-minilm-l6-v2/` lives; default `.spin/ai-models` beside the manifest.
+    pub model_dir: Option<PathBuf>,
+    /// Longest a component may run for one request, waits included.
+    pub request_timeout: Duration,
+    /// Longest an outbound HTTP request may wait to connect or for data.
+    pub outbound_timeout: Duration,
+    /// Linear memory one component instance may grow to.
+    pub max_memory_bytes: usize,
+}
+
+impl HostConfig {
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        Self {
+            manifest: manifest.into(),
+            variables: HashMap::new(),
+            env_variables: true,
+            model_dir: None,
+            request_timeout: Duration::from_secs(120),
+            outbound_timeout: Duration::from_secs(60),
+            max_memory_bytes: 128 << 20,
+        }
+    }
+}
+
+struct Loaded {
+    info: Arc<ComponentInfo>,
+    pre: ProxyPre<RequestState>,
+}
+
+/// A route of the HTTP trigger: an exact path, or a prefix ending in `/...`.
+#[derive(Debug, Clone)]
+struct RoutePattern {
+    path: String,
+    wildcard: bool,
+}
+
+impl RoutePattern {
+    fn parse(route: &str) -> Self {
+        match route.strip_suffix("/...") {
+            Some(prefix) => Self {
+                path: prefix.to_string(),
+                wildcard: true,
+            },
+            None => Self {
+                path: route.trim_end_matches('/').to_string(),
+                wildcard: false,
+            },
+        }
+    }
+
+    /// A match's specificity (longer wins, exact beats wildcard), or None.
+    fn matches(&self, path: &str) -> Option<(usize, bool)> {
+        let path = path.trim_end_matches('/');
+        let ok = if self.wildcard {
+            path == self.path || path.starts_with(&format!("{}/", self.path))
+        } else {
+            path == self.path
+        };
+        ok.then_some((self.path.len(), !self.wildcard))
+    }
+}
+
+pub struct App {
+    pub name: String,
+    engine: Engine,
+    components: Vec<Loaded>,
+    by_name: HashMap<String, usize>,
+    routes: Vec<(RoutePattern, usize)>,
+    pub redis: RedisPool,
+    pub embeddings: Option<Arc<dyn EmbeddingEngine>>,
+    pub outbound_timeout: Duration,
+    request_timeout: Duration,
+    max_memory_bytes: usize,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine(max_memory_bytes: usize) -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.max_memory_size(max_memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match wasmtime::Cache::from_file(None) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => tracing::warn!("compilation cache off: {e:#}"),
+    }
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))
+}
+
+impl App {
+    pub fn load(config: &HostConfig) -> Result<Arc<Self>> {
+        let manifest = Manifest::load(&config.manifest)?;
+        let base = config
+            .manifest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let env = |k: &str| {
+            config
+                .env_variables
+                .then(|| std::env::var(k).ok())
+                .flatten()
+        };
+        let vars = AppVariables::resolve(&manifest.variables, &config.variables, env)?;
+
+        let engine = engine(config.max_memory_bytes)?;
+        let mut linker: Linker<RequestState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wt)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wt)?;
+        HostWorld::add_to_linker::<_, wasmtime::component::HasSelf<RequestState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(wt)?;
+
+        let mut components = Vec::new();
+        let mut by_name = HashMap::new();
+        let mut needs_model = false;
+        for (name, decl) in &manifest.component {
+            let path = base.join(&decl.source);
+            if !path.exists() {
+                bail!(
+                    "component `{name}`: {} does not exist: build the components first (`make build`)",
+                    path.display()
+                );
+            }
+            let component = Component::from_file(&engine, &path)
+                .map_err(wt)
+                .with_context(|| format!("component `{name}`: compiling {}", path.display()))?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(wt)
+                .with_context(|| format!("component `{name}`: linking its imports"))?;
+            let pre = ProxyPre::new(pre)
+                .map_err(wt)
+                .with_context(|| format!("component `{name}` does not export wasi:http/incoming-handler"))?;
+            let mut hosts = Vec::new();
+            for h in &decl.allowed_outbound_hosts {
+                let h = vars.expand(h).with_context(|| format!("component `{name}`"))?;
+                // A host made of an empty variable is simply not allowed.
+                if !h.trim().is_empty() {
+                    hosts.push(h);
+                }
+            }
+            let mut variables = HashMap::new();
+            for (k, v) in &decl.variables {
+                variables.insert(
+                    k.clone(),
+                    vars.expand(v)
+                        .with_context(|| format!("component `{name}` variable `{k}`"))?,
+                );
+            }
+            for m in &decl.ai_models {
+                if m != MINILM {
+                    bail!("component `{name}`: ai_models {m:?} is not available here (only {MINILM})");
+                }
+                needs_model = true;
+            }
+            let info = ComponentInfo {
+                name: name.clone(),
+                allowed_hosts: AllowedHosts::parse(&hosts)
+                    .with_context(|| format!("component `{name}` allowed_outbound_hosts"))?,
+                variables,
+                ai_models: decl.ai_models.clone(),
+            };
+            tracing::info!(component = %name, source = %path.display(), "component loaded");
+            by_name.insert(name.clone(), components.len());
+            components.push(Loaded {
+                info: Arc::new(info),
+                pre,
+            });
+        }
+
+        let mut routes = Vec::new();
+        for t in &manifest.trigger.http {
+            if let Route::Path(p) = &t.route {
+                routes.push((RoutePattern::parse(p), by_name[&t.component]));
+            }
+        }
+
+        let embeddings: Option<Arc<dyn EmbeddingEngine>> = if needs_model {
+            let dir = config
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| base.join(".spin/ai-models"))
+                .join(MINILM);
+            Some(Arc::new(MiniLm::load(&dir)?))
+        } else {
+            None
+        };
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+
+        Ok(Arc::new(Self {
+            name: manifest.application.name,
+            engine,
+            components,
+            by_name,
+            routes,
+            redis: RedisPool::default(),
+            embeddings,
+            outbound_timeout: config.outbound_timeout,
+            request_timeout: config.request_timeout,
+            max_memory_bytes: config.max_memory_bytes,
+            ticker_stop,
+        }))
+    }
+
+    /// The component a public request path goes to, with its matched route.
+    pub fn route(&self, path: &str) -> Option<(usize, String)> {
+        self.routes
+            .iter()
+            .filter_map(|(r, i)| r.matches(path).map(|score| (score, *i, r)))
+            .max_by_key(|(score, _, _)| *score)
+            .map(|(_, i, r)| {
+                let shown = if r.wildcard {
+                    format!("{}/...", r.path)
+                } else {
+                    r.path.clone()
+                };
+                (i, shown)
+            })
+    }
+
+    pub fn component_name(&self, index: usize) -> &str {
+        &self.components[index].info.name
+    }
+
+    pub fn component_names(&self) -> impl Iterator<Item = &str> {
+        self.components.iter().map(|c| c.info.name.as_str())
+    }
+
+    /// Runs one request through component `index`.
+    pub async fn invoke<B>(
+        self: &Arc<Self>,
+        index: usize,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let loaded = &self.components[index];
+        let state = RequestState {
+            app: self.clone(),
+            component: loaded.info.clone(),
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundHttp {
+                app: self.clone(),
+                component: loaded.info.clone(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.max_memory_bytes)
+                .instances(16)
+                .build(),
+            redis_handles: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(wt)?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(wt)?;
+        let pre = loaded.pre.clone();
+        let name = loaded.info.name.clone();
+        let timeout = self.request_timeout;
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(r) => r.map_err(wt),
+                Err(_) => Err(anyhow::anyhow!(
+                    "component `{name}` did not finish within {timeout:?} and was stopped"
+                )),
+            }
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(anyhow::anyhow!("component answered with an error: {e:?}")),
+            Err(_) => {
+                let e = match task.await {
+                    Ok(Ok(())) => anyhow::anyhow!("component never set a response"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::Error::from(e),
+                };
+                Err(e.context(format!(
+                    "component `{}` failed before answering",
+                    loaded.info.name
+                )))
+            }
+        }
+    }
+
+    /// Local service chaining: `http://<name>.spin.internal/...`.
+    pub async fn invoke_chained(
+        self: &Arc<Self>,
+        name: &str,
+        req: http::Request<WasiBody>,
+    ) -> Result<http::Response<WasiBody>, wasmtime_wasi_http::Error> {
+        let Some(&index) = self.by_name.get(name) else {
+            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+        };
+        self.invoke(index, req).await.map_err(|e| {
+            tracing::error!(component = name, "chained request failed: {e:#}");
+            wasmtime_wasi_http::Error::InternalError(Some(format!("{e:#}")))
+        })
+    }
+}
+
+/// wasmtime's error type into anyhow's, keeping the message chain.
+pub(crate) fn wt(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}

