@@ -1,1 +1,80 @@
+//! aies-bridge: the Kafka side of AI-EventStream.
+//!
+//! - **Enqueue** (`POST /enqueue`): ingest hands events here; they are
+//!   produced to `datos_crudos` (idempotent producer, `acks=all`) before the
+//!   request is answered, so an accepted event is durable.
+//! - **Relay**: consumes `datos_crudos` in group `ai_eventstream_consumers`,
+//!   invokes llm-invoke over HTTP per event, produces the final result to
+//!   `datos_procesados`, and only then lets the partition's offset move on.
+//!   Events with the same key run one after another; different keys run
+//!   concurrently. Failures are retried with backoff, then dead-lettered.
 
+pub mod config;
+mod enqueue;
+mod offsets;
+mod relay;
+
+pub use config::BridgeConfig;
+
+use anyhow::{Context, Result};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A bridge whose enqueue endpoint is bound; `run` starts both halves.
+pub struct Bridge {
+    config: BridgeConfig,
+    listener: TcpListener,
+}
+
+impl Bridge {
+    pub async fn bind(config: BridgeConfig) -> Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the enqueue endpoint {}", config.listen))?;
+        Ok(Self { config, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Runs the enqueue endpoint and the relay until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let producer = producer(&self.config)?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let enqueue = enqueue::serve(
+            self.listener,
+            producer.clone(),
+            self.config.clone(),
+            wait(stop_rx.clone()),
+        );
+        let relay = relay::run(self.config, producer, wait(stop_rx));
+        let (e, r) = tokio::join!(enqueue, relay);
+        e.and(r)
+    }
+}
+
+async fn wait(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("creating the Kafka producer")
+}

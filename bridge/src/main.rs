@@ -1,1 +1,31 @@
-fn main(){}
+//! `aies-bridge`: see the crate docs. Configuration by flags or environment
+//! (`aies-bridge --help`).
+
+use anyhow::Result;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let config = aies_bridge::BridgeConfig::parse();
+    if config.invoke_token.expose().is_empty() {
+        tracing::warn!(
+            "AIES_INVOKE_TOKEN is empty: llm-invoke must then accept unauthenticated calls"
+        );
+    }
+    let bridge = aies_bridge::Bridge::bind(config).await?;
+    bridge.run(shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -83,7 +83,10 @@ fn parse_entry(entry: &str) -> Result<Entry> {
         Some((h, "*")) => (h, None),
         Some((h, p)) => (
             h,
-            Some(p.parse::<u16>().with_context(|| format!("bad port in {entry:?}"))?),
+            Some(
+                p.parse::<u16>()
+                    .with_context(|| format!("bad port in {entry:?}"))?,
+            ),
         ),
         None => (authority, default_port(scheme)),
     };

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime::StoreLimitsBuilder;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -180,12 +180,14 @@ impl App {
                 .instantiate_pre(&component)
                 .map_err(wt)
                 .with_context(|| format!("component `{name}`: linking its imports"))?;
-            let pre = ProxyPre::new(pre)
-                .map_err(wt)
-                .with_context(|| format!("component `{name}` does not export wasi:http/incoming-handler"))?;
+            let pre = ProxyPre::new(pre).map_err(wt).with_context(|| {
+                format!("component `{name}` does not export wasi:http/incoming-handler")
+            })?;
             let mut hosts = Vec::new();
             for h in &decl.allowed_outbound_hosts {
-                let h = vars.expand(h).with_context(|| format!("component `{name}`"))?;
+                let h = vars
+                    .expand(h)
+                    .with_context(|| format!("component `{name}`"))?;
                 // A host made of an empty variable is simply not allowed.
                 if !h.trim().is_empty() {
                     hosts.push(h);
@@ -201,7 +203,9 @@ impl App {
             }
             for m in &decl.ai_models {
                 if m != MINILM {
-                    bail!("component `{name}`: ai_models {m:?} is not available here (only {MINILM})");
+                    bail!(
+                        "component `{name}`: ai_models {m:?} is not available here (only {MINILM})"
+                    );
                 }
                 needs_model = true;
             }

@@ -165,7 +165,8 @@ mod tests {
         let env = |n: &str| (n == "SPIN_VARIABLE_PORT").then(|| "7000".to_string());
         let vars = AppVariables::resolve(&decls(), &overrides, env).unwrap();
         assert_eq!(
-            vars.expand("redis://{{ host }}:{{port}}/{{ key }}").unwrap(),
+            vars.expand("redis://{{ host }}:{{port}}/{{ key }}")
+                .unwrap(),
             "redis://127.0.0.1:7000/k"
         );
     }

@@ -57,8 +57,8 @@ impl WasiHttpHooks for OutboundHttp {
                 return Ok((response, done));
             }
             let options = with_default_timeouts(options, app.outbound_timeout);
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options))
-                .await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -70,7 +70,8 @@ impl WasiHttpHooks for OutboundHttp {
 /// A guest that sets no timeouts still gets bounded waits.
 fn with_default_timeouts(options: Option<RequestOptions>, timeout: Duration) -> RequestOptions {
     let mut o = options.unwrap_or_default();
-    o.connect_timeout.get_or_insert(Duration::from_secs(10).min(timeout));
+    o.connect_timeout
+        .get_or_insert(Duration::from_secs(10).min(timeout));
     o.first_byte_timeout.get_or_insert(timeout);
     o.between_bytes_timeout.get_or_insert(timeout);
     o

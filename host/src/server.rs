@@ -36,7 +36,9 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn app(&self) -> &Arc<App> {
@@ -115,7 +117,10 @@ async fn handle(
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > MAX_REQUEST_BODY);
     if too_big {
-        return plain(413, &format!("request body is larger than {MAX_REQUEST_BODY} bytes"));
+        return plain(
+            413,
+            &format!("request body is larger than {MAX_REQUEST_BODY} bytes"),
+        );
     }
 
     let (mut parts, body) = req.into_parts();
@@ -136,9 +141,8 @@ async fn handle(
         }
     }
     // Bodies without a Content-Length are bounded as they stream.
-    let body = Limited::new(body, MAX_REQUEST_BODY).map_err(|e| {
-        wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}")))
-    });
+    let body = Limited::new(body, MAX_REQUEST_BODY)
+        .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}"))));
     let req = hyper::Request::from_parts(parts, body);
 
     match app.invoke(index, req).await {

@@ -76,7 +76,10 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     let s = settings()?;
     check(&req.tenant, &req.vector, &s)?;
     let conn = redis(DB_CACHE)?;
-    let query = format!("(@tenant:{{{}}})=>[KNN 1 @vector $q AS distance]", req.tenant);
+    let query = format!(
+        "(@tenant:{{{}}})=>[KNN 1 @vector $q AS distance]",
+        req.tenant
+    );
     let args = [
         arg(&s.index),
         arg(&query),
@@ -196,7 +199,9 @@ fn explain_dimension(conn: &Connection, s: &Settings, e: anyhow::Error) -> anyho
 /// The `dim` of the index's vector field, read from the flattened `FT.INFO`.
 fn index_dimension(conn: &Connection, index: &str) -> Option<i64> {
     let info = execute(conn, "FT.INFO", &[arg(index)]).ok()?;
-    let at = info.iter().position(|v| text(v).as_deref() == Some("dim"))?;
+    let at = info
+        .iter()
+        .position(|v| text(v).as_deref() == Some("dim"))?;
     text(info.get(at + 1)?)?.parse().ok()
 }
 

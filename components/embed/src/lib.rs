@@ -52,7 +52,11 @@ async fn embed(texts: &[String]) -> Result<EmbedResponse> {
         other => bail!("unknown embedding_provider {other:?}: use local, gemini or openai"),
     };
     if vectors.len() != texts.len() {
-        bail!("{model} returned {} vectors for {} texts", vectors.len(), texts.len());
+        bail!(
+            "{model} returned {} vectors for {} texts",
+            vectors.len(),
+            texts.len()
+        );
     }
     if let Some(v) = vectors.iter().find(|v| v.len() != dimension) {
         bail!(
@@ -89,9 +93,13 @@ async fn gemini(texts: &[String], dimension: usize) -> Result<(String, Vec<Vec<f
         "{}/v1beta/models/{model}:batchEmbedContents",
         var("gemini_base_url")?
     );
-    let body = post_json(&url, &[("x-goog-api-key", &key)], &j!({ "requests": requests }))
-        .await?
-        .json(&url)?;
+    let body = post_json(
+        &url,
+        &[("x-goog-api-key", &key)],
+        &j!({ "requests": requests }),
+    )
+    .await?
+    .json(&url)?;
     let vectors = body["embeddings"]
         .as_array()
         .context("Gemini answer has no `embeddings`")?
@@ -131,6 +139,10 @@ fn floats(v: &Value) -> Result<Vec<f32>> {
     v.as_array()
         .context("embedding is not an array")?
         .iter()
-        .map(|x| x.as_f64().map(|f| f as f32).context("embedding holds a non-number"))
+        .map(|x| {
+            x.as_f64()
+                .map(|f| f as f32)
+                .context("embedding holds a non-number")
+        })
         .collect()
 }

@@ -95,11 +95,7 @@ where
 /// Opens logical database `db` on the Redis server named by the
 /// `redis_host` / `redis_port` variables.
 pub fn redis(db: u8) -> Result<Connection> {
-    let address = format!(
-        "redis://{}:{}/{db}",
-        var("redis_host")?,
-        var("redis_port")?
-    );
+    let address = format!("redis://{}:{}/{db}", var("redis_host")?, var("redis_port")?);
     Connection::open(&address).map_err(|e| anyhow!("opening Redis db {db}: {e}"))
 }
 
@@ -108,7 +104,11 @@ pub fn arg(s: impl AsRef<[u8]>) -> RedisParameter {
 }
 
 /// Runs a Redis command, turning its error into one that names the command.
-pub fn execute(conn: &Connection, command: &str, args: &[RedisParameter]) -> Result<Vec<RedisResult>> {
+pub fn execute(
+    conn: &Connection,
+    command: &str,
+    args: &[RedisParameter],
+) -> Result<Vec<RedisResult>> {
     conn.execute(command, args)
         .map_err(|e| anyhow!("redis {command}: {e}"))
 }
@@ -131,15 +131,25 @@ pub fn hgetall(conn: &Connection, key: &str) -> Result<Vec<(String, String)>> {
     }
     Ok(flat
         .chunks(2)
-        .map(|p| (text(&p[0]).unwrap_or_default(), text(&p[1]).unwrap_or_default()))
+        .map(|p| {
+            (
+                text(&p[0]).unwrap_or_default(),
+                text(&p[1]).unwrap_or_default(),
+            )
+        })
         .collect())
 }
 
 /// Adds one to a counter of the metrics hash. Metrics must never fail a
 /// request, so errors are only logged.
 pub fn count(field: &str) {
-    let result = redis(DB_CACHE)
-        .and_then(|c| execute(&c, "HINCRBY", &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(1)]));
+    let result = redis(DB_CACHE).and_then(|c| {
+        execute(
+            &c,
+            "HINCRBY",
+            &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(1)],
+        )
+    });
     if let Err(e) = result {
         eprintln!("metrics: {e:#}");
     }
@@ -171,15 +181,23 @@ impl Answer {
     /// the start of the body (never the request, which may carry a key).
     pub fn json(&self, url: &str) -> Result<serde_json::Value> {
         if !(200..300).contains(&self.status) {
-            let text: String = String::from_utf8_lossy(&self.body).chars().take(500).collect();
+            let text: String = String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(500)
+                .collect();
             bail!("POST {url}: status {}: {text}", self.status);
         }
-        serde_json::from_slice(&self.body).with_context(|| format!("POST {url}: answer is not JSON"))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("POST {url}: answer is not JSON"))
     }
 }
 
 /// POSTs JSON to a provider API (an outbound host the manifest allows).
-pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Result<Answer> {
+pub async fn post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Result<Answer> {
     let mut req = Request::builder();
     req.method(Method::Post)
         .uri(url)
@@ -211,7 +229,10 @@ impl TaskRecord {
     }
 
     pub fn get(&self, field: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == field).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v.clone())
     }
 
     /// The task as the API shows it; `None` when there is no such task.

@@ -8,14 +8,13 @@
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
-    task_key, valid_task_id, CacheHit, valid_tenant, EmbedRequest, EmbedResponse, LookupRequest,
-    LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT,
-    EVENT_VERSION, MAX_PROMPT_CHARS,
+    task_key, valid_task_id, valid_tenant, CacheHit, EmbedRequest, EmbedResponse, LookupRequest,
+    LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT, EVENT_VERSION,
+    MAX_PROMPT_CHARS,
 };
 use aies_guest::{
     arg, call, count, error, execute, hgetall, json, now_secs, redis, stage_url, var, var_parsed,
-    TaskRecord,
-    DB_CACHE, DB_TASKS, METRICS_KEY,
+    TaskRecord, DB_CACHE, DB_TASKS, METRICS_KEY,
 };
 use anyhow::Result;
 use serde_json::json as j;
@@ -211,7 +210,9 @@ fn task(req: &Request, id: &str) -> Response {
         Err(e) => return error(503, format!("{e:#}")),
     };
     // Another tenant's task is as unknown as a missing one.
-    let owner = record.get("tenant").unwrap_or_else(|| DEFAULT_TENANT.to_string());
+    let owner = record
+        .get("tenant")
+        .unwrap_or_else(|| DEFAULT_TENANT.to_string());
     match record.task(id) {
         Some(task) if owner == tenant => json(200, &task),
         _ => error(404, format!("no task {id}")),
@@ -220,11 +221,31 @@ fn task(req: &Request, id: &str) -> Response {
 
 /// Counters kept in the metrics hash, with their Prometheus names and help.
 const METRICS: &[(&str, &str, &str)] = &[
-    ("requests", "aies_requests_total", "POST /process requests received"),
-    ("bad_requests", "aies_bad_requests_total", "POST /process requests rejected as invalid"),
-    ("cache_hits", "aies_cache_hits_total", "Prompts answered from the semantic cache"),
-    ("cache_misses", "aies_cache_misses_total", "Prompts not found in the semantic cache"),
-    ("cache_errors", "aies_cache_errors_total", "Cache lookups that failed (treated as misses)"),
+    (
+        "requests",
+        "aies_requests_total",
+        "POST /process requests received",
+    ),
+    (
+        "bad_requests",
+        "aies_bad_requests_total",
+        "POST /process requests rejected as invalid",
+    ),
+    (
+        "cache_hits",
+        "aies_cache_hits_total",
+        "Prompts answered from the semantic cache",
+    ),
+    (
+        "cache_misses",
+        "aies_cache_misses_total",
+        "Prompts not found in the semantic cache",
+    ),
+    (
+        "cache_errors",
+        "aies_cache_errors_total",
+        "Cache lookups that failed (treated as misses)",
+    ),
 ];
 
 const STATES: &[(&str, &str)] = &[
@@ -254,7 +275,8 @@ fn metrics() -> Response {
             value(field)
         );
     }
-    out += "# HELP aies_tasks_total Tasks that entered each state\n# TYPE aies_tasks_total counter\n";
+    out +=
+        "# HELP aies_tasks_total Tasks that entered each state\n# TYPE aies_tasks_total counter\n";
     for (field, state) in STATES {
         out += &format!("aies_tasks_total{{status=\"{state}\"}} {}\n", value(field));
     }
@@ -269,7 +291,10 @@ fn health() -> Response {
     let ping = |db| redis(db).and_then(|c| execute(&c, "PING", &[]));
     match ping(DB_CACHE).and(ping(DB_TASKS)) {
         Ok(_) => json(200, &j!({"status": "ok", "redis": "ok"})),
-        Err(e) => json(503, &j!({"status": "unavailable", "redis": format!("{e:#}")})),
+        Err(e) => json(
+            503,
+            &j!({"status": "unavailable", "redis": format!("{e:#}")}),
+        ),
     }
 }
 

@@ -22,8 +22,8 @@ use aies_contract::{
     TaskStatus,
 };
 use aies_guest::{
-    arg, call, count, error, execute, json, now_secs, parse_body, post_json, redis,
-    stage_url, var, var_parsed, TaskRecord, DB_TASKS,
+    arg, call, count, error, execute, json, now_secs, parse_body, post_json, redis, stage_url, var,
+    var_parsed, TaskRecord, DB_TASKS,
 };
 use anyhow::{anyhow, Result};
 use serde_json::{json as j, Value};
@@ -41,6 +41,11 @@ async fn handle(req: Request) -> Response {
     if *req.method() != Method::Post || req.path() != "/invoke" {
         return error(404, "llm-invoke serves POST /invoke");
     }
+    match authorized(&req) {
+        Ok(true) => {}
+        Ok(false) => return error(401, "missing or wrong bearer token"),
+        Err(e) => return error(500, format!("{e:#}")),
+    }
     let body: InvokeRequest = match parse_body(&req) {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -53,6 +58,27 @@ async fn handle(req: Request) -> Response {
         // 503 tells the bridge to retry later.
         Err(e) => error(503, format!("{e:#}")),
     }
+}
+
+/// The bridge proves itself with `Authorization: Bearer <invoke_token>`.
+fn authorized(req: &Request) -> Result<bool> {
+    let token = var("invoke_token")?;
+    if token.is_empty() {
+        return Ok(true);
+    }
+    let given = req
+        .header("authorization")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compare every byte, so the time taken does not reveal the prefix.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    Ok(same)
 }
 
 async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
@@ -222,7 +248,10 @@ async fn post_with_retries(
             ));
         }
         let wait = backoff(attempt, base_ms, retry_after);
-        eprintln!("LLM call failed ({err:#}); retry {} in {wait:?}", attempt + 1);
+        eprintln!(
+            "LLM call failed ({err:#}); retry {} in {wait:?}",
+            attempt + 1
+        );
         std::thread::sleep(wait);
         attempt += 1;
     }
@@ -237,7 +266,11 @@ fn transient_status(status: u16) -> bool {
 fn backoff(attempt: u32, base_ms: u64, retry_after: Option<u64>) -> Duration {
     let ceiling = base_ms.saturating_mul(1 << attempt.min(16)).min(10_000);
     let jitter = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap());
-    let ms = if ceiling == 0 { 0 } else { jitter % (ceiling + 1) };
+    let ms = if ceiling == 0 {
+        0
+    } else {
+        jitter % (ceiling + 1)
+    };
     let floor = retry_after.unwrap_or(0).min(30) * 1000;
     Duration::from_millis(ms.max(floor))
 }

@@ -12,8 +12,8 @@ use aies_contract::{
     StoreRequest, TaskResult, TaskStatus, COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url,
-    var_parsed, TaskRecord, DB_TASKS,
+    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url, var_parsed,
+    TaskRecord, DB_TASKS,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};

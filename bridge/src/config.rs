@@ -1,0 +1,106 @@
+//! The bridge's settings: flags, each with an environment variable.
+
+use aies_contract::{CONSUMER_GROUP, DEAD_LETTER_TOPIC, RAW_TOPIC, RESULT_TOPIC};
+use clap::Parser;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser, Clone)]
+#[command(
+    version,
+    about = "Relay Kafka datos_crudos into the AI-EventStream pipeline"
+)]
+pub struct BridgeConfig {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    #[arg(long, env = "AIES_RAW_TOPIC", default_value = RAW_TOPIC)]
+    pub raw_topic: String,
+    #[arg(long, env = "AIES_RESULT_TOPIC", default_value = RESULT_TOPIC)]
+    pub result_topic: String,
+    #[arg(long, env = "AIES_DEAD_LETTER_TOPIC", default_value = DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
+    #[arg(long, env = "AIES_CONSUMER_GROUP", default_value = CONSUMER_GROUP)]
+    pub group: String,
+    /// Where ingest hands events over (`POST /enqueue`).
+    #[arg(long, env = "AIES_BRIDGE_LISTEN", default_value = "127.0.0.1:3100")]
+    pub listen: SocketAddr,
+    /// llm-invoke's route in the Spin app.
+    #[arg(
+        long,
+        env = "AIES_INVOKE_URL",
+        default_value = "http://127.0.0.1:3000/invoke"
+    )]
+    pub invoke_url: String,
+    /// Shared secret sent to llm-invoke (its `invoke_token` variable).
+    #[arg(
+        long,
+        env = "AIES_INVOKE_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub invoke_token: Secret,
+    /// Events processed at once.
+    #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub max_in_flight: usize,
+    /// Attempts per event before it goes to the dead-letter topic.
+    #[arg(long, env = "AIES_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; doubles each attempt, with jitter.
+    #[arg(long, env = "AIES_RETRY_BACKOFF_MS", default_value_t = 500)]
+    pub retry_backoff_ms: u64,
+    /// Longest wait for one invocation, in seconds.
+    #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
+    pub invoke_timeout_secs: u64,
+}
+
+impl BridgeConfig {
+    /// Defaults, as from an empty command line with no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["aies-bridge"])
+    }
+
+    pub fn invoke_timeout(&self) -> Duration {
+        Duration::from_secs(self.invoke_timeout_secs)
+    }
+}
+
+/// A value that never prints.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}

@@ -1,0 +1,94 @@
+//! `POST /enqueue`: the way events enter Kafka from the Spin app, which
+//! cannot speak the Kafka protocol. Answers 202 only once the broker has
+//! acknowledged the event (`acks=all`).
+
+use aies_contract::{valid_task_id, ErrorBody, RawEvent, MAX_PROMPT_CHARS};
+use anyhow::Result;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+use crate::BridgeConfig;
+
+#[derive(Clone)]
+struct Ctx {
+    producer: FutureProducer,
+    topic: String,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    producer: FutureProducer,
+    config: BridgeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let ctx = Ctx {
+        producer,
+        topic: config.raw_topic,
+    };
+    let app = Router::new()
+        .route("/enqueue", post(enqueue))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .with_state(ctx);
+    tracing::info!("enqueue endpoint on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+type Answer = (StatusCode, Json<Value>);
+
+fn reject(status: StatusCode, error: String) -> Answer {
+    (status, Json(json!(ErrorBody { error })))
+}
+
+async fn enqueue(State(ctx): State<Ctx>, body: Result<Json<RawEvent>, JsonRejection>) -> Answer {
+    let Json(event) = match body {
+        Ok(b) => b,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(task_id) = event.task_id.clone().filter(|id| valid_task_id(id)) else {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            "a valid task_id is required".into(),
+        );
+    };
+    if event.prompt.trim().is_empty() || event.prompt.chars().count() > MAX_PROMPT_CHARS {
+        return reject(
+            StatusCode::BAD_REQUEST,
+            format!("prompt must hold 1 to {MAX_PROMPT_CHARS} characters"),
+        );
+    }
+    let payload = match serde_json::to_vec(&event) {
+        Ok(p) => p,
+        Err(e) => return reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let record = FutureRecord::to(&ctx.topic).key(&task_id).payload(&payload);
+    match ctx.producer.send(record, Duration::from_secs(10)).await {
+        Ok(delivery) => {
+            tracing::info!(
+                task_id,
+                partition = delivery.partition,
+                offset = delivery.offset,
+                "enqueued"
+            );
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"task_id": task_id, "status": "PENDING"})),
+            )
+        }
+        Err((e, _)) => {
+            tracing::error!(task_id, "enqueue failed: {e}");
+            reject(StatusCode::SERVICE_UNAVAILABLE, format!("Kafka: {e}"))
+        }
+    }
+}
