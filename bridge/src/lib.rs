@@ -44,6 +44,12 @@ impl Bridge {
             .expect("bound listener has an address")
     }
 
+    /// Points the relay at llm-invoke; for when the app is started after
+    /// the bridge (it needs the bridge's address first).
+    pub fn set_invoke_url(&mut self, url: String) {
+        self.config.invoke_url = url;
+    }
+
     /// Runs the enqueue endpoint and the relay until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let producer = producer(&self.config)?;

@@ -78,7 +78,7 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     let conn = redis(DB_CACHE)?;
     let query = format!(
         "(@tenant:{{{}}})=>[KNN 1 @vector $q AS distance]",
-        req.tenant
+        escape_tag(&req.tenant)
     );
     let args = [
         arg(&s.index),
@@ -106,6 +106,19 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     };
     let hit = parse_hit(&reply)?.filter(|h| h.similarity >= s.threshold);
     Ok(LookupResponse { hit })
+}
+
+/// Escapes a TAG value for a query: RediSearch reads `-` and other
+/// punctuation as syntax unless backslashed.
+fn escape_tag(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 2);
+    for c in value.chars() {
+        if !c.is_ascii_alphanumeric() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Reads the single document of a flattened `FT.SEARCH` reply:

@@ -64,8 +64,13 @@ fn validate(req: &Request) -> Result<(ProcessRequest, String), Response> {
         ));
     }
     let tenant = tenant(req)?;
-    let mut body: ProcessRequest = serde_json::from_slice(req.body())
-        .map_err(|e| error(400, format!("invalid JSON body: {e}")))?;
+    let invalid = |e: serde_json::Error| error(400, format!("invalid JSON body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(req.body()).map_err(invalid)?;
+    // serde would also read a struct from an array; only an object is valid.
+    if !value.is_object() {
+        return Err(error(400, "invalid JSON body: expected an object"));
+    }
+    let mut body: ProcessRequest = serde_json::from_value(value).map_err(invalid)?;
     body.prompt = body.prompt.trim().to_string();
     if body.prompt.is_empty() {
         return Err(error(400, "`prompt` must not be empty"));

@@ -1,0 +1,183 @@
+//! A local stand-in for the LLM providers (there is no internet here),
+//! speaking their real wire formats: OpenAI `POST /v1/chat/completions` and
+//! Gemini `POST /v1beta/models/{model}:generateContent`, with their auth
+//! headers and error bodies. Failures can be scheduled to test retries.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub const OPENAI_KEY: &str = "sk-test-openai";
+pub const GEMINI_KEY: &str = "test-gemini-key";
+
+#[derive(Default)]
+struct Shared {
+    calls: AtomicUsize,
+    /// Statuses to answer with before answering normally (and Retry-After).
+    failures: Mutex<VecDeque<(u16, Option<u64>)>>,
+    prompts: Mutex<Vec<String>>,
+}
+
+pub struct FakeLlm {
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// The fake's answer to a prompt, so tests can check what came back.
+pub fn answer(provider: &str, prompt: &str) -> String {
+    format!("{provider} fake answer to: {prompt}")
+}
+
+impl FakeLlm {
+    pub async fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1beta/models/{call}", post(gemini))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, shared }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn prompts(&self) -> Vec<String> {
+        self.shared.prompts.lock().unwrap().clone()
+    }
+
+    /// The next call answers `status` (with `Retry-After` when given).
+    pub fn fail_next(&self, status: u16, retry_after: Option<u64>) {
+        self.shared
+            .failures
+            .lock()
+            .unwrap()
+            .push_back((status, retry_after));
+    }
+}
+
+/// Counts the call and returns the scheduled failure, if any.
+fn scheduled_failure(shared: &Shared, body: Value) -> Option<Response> {
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    let (status, retry_after) = shared.failures.lock().unwrap().pop_front()?;
+    let status = StatusCode::from_u16(status).unwrap();
+    let mut headers = HeaderMap::new();
+    if let Some(s) = retry_after {
+        headers.insert("retry-after", s.to_string().parse().unwrap());
+    }
+    Some((status, headers, Json(body)).into_response())
+}
+
+async fn openai(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(req): Json<Value>,
+) -> Response {
+    let error = |status: StatusCode, message: &str, code: &str| {
+        (
+            status,
+            Json(json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}})),
+        )
+            .into_response()
+    };
+    let overloaded = json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}});
+    if let Some(r) = scheduled_failure(&shared, overloaded) {
+        return r;
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {OPENAI_KEY}"))
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        );
+    }
+    let Some(prompt) = req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'messages' is required",
+            "missing_messages",
+        );
+    };
+    shared.prompts.lock().unwrap().push(prompt.to_string());
+    Json(json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": req["model"],
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer("openai", prompt)},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    }))
+    .into_response()
+}
+
+async fn gemini(
+    State(shared): State<Arc<Shared>>,
+    Path(call): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<Value>,
+) -> Response {
+    let error = |status: StatusCode, code: u16, message: &str, kind: &str| {
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message, "status": kind}})),
+        )
+            .into_response()
+    };
+    let overloaded = json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}});
+    if let Some(r) = scheduled_failure(&shared, overloaded) {
+        return r;
+    }
+    let Some((_model, "generateContent")) = call.split_once(':') else {
+        return error(StatusCode::NOT_FOUND, 404, "unknown method", "NOT_FOUND");
+    };
+    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(GEMINI_KEY) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "API key not valid.",
+            "INVALID_ARGUMENT",
+        );
+    }
+    let Some(prompt) = req["contents"][0]["parts"][0]["text"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "contents is not specified",
+            "INVALID_ARGUMENT",
+        );
+    };
+    shared.prompts.lock().unwrap().push(prompt.to_string());
+    Json(json!({
+        "candidates": [{
+            "content": {"role": "model", "parts": [{"text": answer("gemini", prompt)}]},
+            "finishReason": "STOP",
+            "index": 0
+        }],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12},
+        "modelVersion": "gemini-2.0-flash"
+    }))
+    .into_response()
+}

@@ -1,0 +1,419 @@
+//! What the tests run against: a real Redis Stack server per test, one real
+//! Tansu broker per test process (each test gets its own topics and group),
+//! the host and the bridge in-process on free ports, and a fake LLM server.
+
+use aies_bridge::{Bridge, BridgeConfig};
+use aies_contract::TaskResult;
+use aies_host::{HostConfig, Server};
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+use crate::fake_llm::FakeLlm;
+
+pub fn manifest() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../spin.toml"))
+}
+
+fn tool(var: &str) -> PathBuf {
+    let path = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `make test` (after `make setup`)")
+    });
+    let path = PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "{var}={} does not exist: run `make setup`",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Redis 8 server with the RediSearch module, private to one test.
+pub struct Redis {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(tool("REDIS_SERVER_BIN"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--loadmodule")
+            .arg(tool("REDISEARCH_SO"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let process = Process(child);
+        wait_for_port(port, "redis-server");
+        Self {
+            port,
+            _dir: dir,
+            _process: process,
+        }
+    }
+
+    pub async fn connection(&self, db: u8) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+/// The Tansu broker shared by the tests of this process.
+pub struct Broker {
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tool("TANSU_BIN"))
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tansu");
+        let process = Process(child);
+        wait_for_port(port, "tansu");
+        Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+            _process: process,
+        }
+    })
+}
+
+/// Topic names and group of one test, so tests never see each other's events.
+#[derive(Clone)]
+pub struct Topics {
+    pub raw: String,
+    pub results: String,
+    pub dead_letter: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub async fn create(test: &str, partitions: i32) -> Self {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let t = Self {
+            raw: format!("{test}-{id}-crudos"),
+            results: format!("{test}-{id}-procesados"),
+            dead_letter: format!("{test}-{id}-dlq"),
+            group: format!("{test}-{id}-group"),
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &broker().bootstrap)
+            .create()
+            .unwrap();
+        let topics: Vec<_> = [&t.raw, &t.results, &t.dead_letter]
+            .into_iter()
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for r in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .unwrap()
+        {
+            r.expect("topic created");
+        }
+        t
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &broker().bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, payload: &str) {
+    let mut record = FutureRecord::to(topic).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+}
+
+/// Reads `count` messages of `topic` (from the start), or fails after `within`.
+pub async fn consume(
+    topic: &str,
+    count: usize,
+    within: Duration,
+) -> Result<Vec<(Option<String>, String)>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker().bootstrap)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while out.len() < count {
+        let m = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .with_context(|| {
+                format!("{topic}: only {} of {count} messages arrived", out.len())
+            })??;
+        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        out.push((key, payload));
+    }
+    Ok(out)
+}
+
+/// Messages currently in `topic` (sum of the partitions' high watermarks).
+pub fn topic_size(topic: &str, partitions: i32) -> i64 {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker().bootstrap)
+        .set("group.id", "watermarks")
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            high - low
+        })
+        .sum()
+}
+
+/// How the system under test is set up.
+pub struct Options {
+    pub test: &'static str,
+    pub partitions: i32,
+    /// Spin variables for the app (the test fills in Redis, bridge, token).
+    pub variables: HashMap<String, String>,
+}
+
+impl Options {
+    pub fn new(test: &'static str) -> Self {
+        Self {
+            test,
+            partitions: 3,
+            variables: HashMap::new(),
+        }
+    }
+
+    /// Points the app's LLM at the fake server, speaking `provider`'s format.
+    pub fn llm(mut self, fake: &FakeLlm, provider: &str) -> Self {
+        let base = fake.base_url();
+        let vars = [
+            ("llm_provider", provider),
+            ("openai_base_url", base.as_str()),
+            ("gemini_base_url", base.as_str()),
+            ("google_api_key", crate::fake_llm::GEMINI_KEY),
+            ("openai_api_key", crate::fake_llm::OPENAI_KEY),
+            ("llm_backoff_ms", "10"),
+        ];
+        for (k, v) in vars {
+            self.variables.insert(k.into(), v.into());
+        }
+        self
+    }
+}
+
+pub const INVOKE_TOKEN: &str = "test-invoke-token";
+
+/// Redis, the host and the bridge of one test, stopped when dropped.
+pub struct System {
+    pub redis: Redis,
+    pub topics: Topics,
+    pub http: SocketAddr,
+    pub client: reqwest::Client,
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+impl System {
+    pub async fn start(options: Options) -> Self {
+        let redis = Redis::start();
+        let topics = Topics::create(options.test, options.partitions).await;
+
+        let mut bridge_config = BridgeConfig::defaults();
+        bridge_config.brokers = broker().bootstrap.clone();
+        bridge_config.raw_topic = topics.raw.clone();
+        bridge_config.result_topic = topics.results.clone();
+        bridge_config.dead_letter_topic = topics.dead_letter.clone();
+        bridge_config.group = topics.group.clone();
+        bridge_config.listen = "127.0.0.1:0".parse().unwrap();
+        bridge_config.invoke_token = INVOKE_TOKEN.into();
+        bridge_config.retry_backoff_ms = 50;
+        bridge_config.max_attempts = 3;
+        let mut bridge = Bridge::bind(bridge_config).await.expect("bridge binds");
+
+        let mut host_config = HostConfig::new(manifest());
+        host_config.env_variables = false;
+        host_config.variables = options.variables;
+        for (k, v) in [
+            ("redis_port", redis.port.to_string()),
+            ("bridge_url", format!("http://{}", bridge.local_addr())),
+            ("invoke_token", INVOKE_TOKEN.to_string()),
+        ] {
+            host_config.variables.entry(k.into()).or_insert(v);
+        }
+        let server = Server::bind(&host_config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("host starts");
+        let http = server.local_addr();
+        bridge.set_invoke_url(format!("http://{http}/invoke"));
+
+        let (host_stop, host_rx) = oneshot::channel::<()>();
+        let (bridge_stop, bridge_rx) = oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = host_rx.await;
+        }));
+        tokio::spawn(bridge.run(async {
+            let _ = bridge_rx.await;
+        }));
+        Self {
+            redis,
+            topics,
+            http,
+            client: reqwest::Client::new(),
+            _stop: vec![host_stop, bridge_stop],
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// `POST /process` with a raw body; returns status and JSON answer.
+    pub async fn process_raw(&self, body: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .post(self.url("/process"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        let resp = req.send().await.expect("POST /process");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    pub async fn process(&self, prompt: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
+        self.process_raw(&serde_json::json!({ "prompt": prompt }).to_string(), tenant)
+            .await
+    }
+
+    pub async fn task(&self, id: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = self.client.get(self.url(&format!("/task/{id}")));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    /// Polls `GET /task/{id}` until the task is final.
+    pub async fn wait_final(&self, id: &str, tenant: Option<&str>) -> Result<TaskResult> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.task(id, tenant).await;
+            if status == 200 {
+                let task: TaskResult = serde_json::from_value(body)?;
+                if task.status.is_final() {
+                    return Ok(task);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} not final after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of one Prometheus sample line, e.g. `aies_cache_hits_total`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
