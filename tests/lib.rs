@@ -1,1 +1,6 @@
-//! Test-only crate: see e2e/.
+//! Shared by the end-to-end tests (`e2e/`) and the benchmark (`bench.rs`):
+//! starting real Redis Stack and Tansu servers, the host and the bridge,
+//! and the fake LLM provider.
+
+pub mod fake_llm;
+pub mod harness;

@@ -53,6 +53,9 @@ pub async fn run(
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // An idle partition is polled again after 20 ms, not librdkafka's
+        // 500 ms default: events are latency-sensitive, not batch jobs.
+        .set("fetch.wait.max.ms", "20")
         .create()
         .context("creating the Kafka consumer")?;
     consumer

@@ -4,7 +4,7 @@
 mod bad_input;
 mod batch;
 mod embeddings;
-mod fake_llm;
-mod harness;
 mod pipeline;
 mod wasm;
+
+pub use aies_tests::{fake_llm, harness};

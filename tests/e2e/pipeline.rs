@@ -154,3 +154,38 @@ async fn with_no_llm_configured_the_offline_stand_in_answers_and_says_so() {
     assert_eq!(task.model.as_deref(), Some("offline-stand-in"));
     assert!(task.result.unwrap().contains("not a real answer"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_dead_lettered_without_blocking_the_partition() {
+    let fake = FakeLlm::start().await;
+    let mut options = Options::new("poison").llm(&fake, "openai");
+    options.partitions = 1;
+    let system = System::start(options).await;
+    let producer = crate::harness::producer();
+    let raw = &system.topics.raw;
+    crate::harness::produce(&producer, raw, Some("k"), "this is not JSON").await;
+    crate::harness::produce(&producer, raw, Some("k"), r#"{"prompt": "   "}"#).await;
+    crate::harness::produce(
+        &producer,
+        raw,
+        Some("k"),
+        r#"{"prompt": "still processed"}"#,
+    )
+    .await;
+
+    let dead = consume(&system.topics.dead_letter, 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let payloads: Vec<&str> = dead.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(payloads, vec!["this is not JSON", r#"{"prompt": "   "}"#]);
+    // The event behind them, with the same key, still went through.
+    let results = consume(&system.topics.results, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let r: TaskResult = serde_json::from_str(&results[0].1).unwrap();
+    assert_eq!(r.status, TaskStatus::Success);
+    assert_eq!(
+        r.result.as_deref(),
+        Some(answer("openai", "still processed").as_str())
+    );
+}

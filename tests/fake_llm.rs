@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const OPENAI_KEY: &str = "sk-test-openai";
@@ -22,6 +22,8 @@ struct Shared {
     /// Statuses to answer with before answering normally (and Retry-After).
     failures: Mutex<VecDeque<(u16, Option<u64>)>>,
     prompts: Mutex<Vec<String>>,
+    /// Simulated generation time of every answer, in milliseconds.
+    delay_ms: AtomicU64,
 }
 
 pub struct FakeLlm {
@@ -59,6 +61,13 @@ impl FakeLlm {
         self.shared.prompts.lock().unwrap().clone()
     }
 
+    /// Every answer takes `delay`, as a real model's generation would.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// The next call answers `status` (with `Retry-After` when given).
     pub fn fail_next(&self, status: u16, retry_after: Option<u64>) {
         self.shared
@@ -79,6 +88,13 @@ fn scheduled_failure(shared: &Shared, body: Value) -> Option<Response> {
         headers.insert("retry-after", s.to_string().parse().unwrap());
     }
     Some((status, headers, Json(body)).into_response())
+}
+
+async fn delay(shared: &Shared) {
+    let ms = shared.delay_ms.load(Ordering::SeqCst);
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 async fn openai(
@@ -118,6 +134,7 @@ async fn openai(
         );
     };
     shared.prompts.lock().unwrap().push(prompt.to_string());
+    delay(&shared).await;
     Json(json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -170,6 +187,7 @@ async fn gemini(
         );
     };
     shared.prompts.lock().unwrap().push(prompt.to_string());
+    delay(&shared).await;
     Json(json!({
         "candidates": [{
             "content": {"role": "model", "parts": [{"text": answer("gemini", prompt)}]},

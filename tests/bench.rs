@@ -1,0 +1,119 @@
+//! `make bench`: latency of the running system, with baselines measured in
+//! the same run so the figures compare as ratios on a noisy machine.
+//!
+//! - baseline: a KNN query sent straight to Redis Stack by a native client
+//!   (the floor for any cache lookup);
+//! - cache hit: `POST /process` answered from the semantic cache (ingest ->
+//!   embed (MiniLM) -> cache-lookup, three wasm components);
+//! - miss: the 202 answer, and the time until the task is SUCCESS through
+//!   Kafka, the bridge and an LLM that takes `LLM_MS` to answer.
+
+use aies_tests::fake_llm::FakeLlm;
+use aies_tests::harness::{Options, System};
+use anyhow::Result;
+use std::time::{Duration, Instant};
+
+const HITS: usize = 200;
+const MISSES: usize = 40;
+const LLM_MS: u64 = 300;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(name: &str, samples: &mut [Duration]) -> Duration {
+    let p50 = percentile(samples, 0.5);
+    println!(
+        "{name:<34} n={:<4} p50={:>8.2} ms  p95={:>8.2} ms",
+        samples.len(),
+        ms(p50),
+        ms(percentile(samples, 0.95))
+    );
+    p50
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_millis(LLM_MS));
+    let system = System::start(Options::new("bench").llm(&fake, "openai")).await;
+
+    // Fill the cache with one answer, and wait for it to land.
+    let (_, body) = system.process("What is the capital of France?", None).await;
+    system
+        .wait_final(body["task_id"].as_str().unwrap(), None)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Baseline: the same KNN query, straight to Redis from native code.
+    let mut redis = system.redis.connection(0).await;
+    let vector: Vec<u8> = (0..384)
+        .flat_map(|i| ((i as f32).sin()).to_le_bytes())
+        .collect();
+    let mut knn = Vec::new();
+    for _ in 0..HITS {
+        let started = Instant::now();
+        let _: redis::Value = redis::cmd("FT.SEARCH")
+            .arg("aies_cache_idx")
+            .arg("(@tenant:{default})=>[KNN 1 @vector $q AS distance]")
+            .arg("PARAMS")
+            .arg(2)
+            .arg("q")
+            .arg(&vector)
+            .arg("DIALECT")
+            .arg(2)
+            .query_async(&mut redis)
+            .await?;
+        knn.push(started.elapsed());
+    }
+
+    let mut hits = Vec::new();
+    for _ in 0..HITS {
+        let started = Instant::now();
+        let (status, _) = system
+            .process("What's the capital city of France?", None)
+            .await;
+        hits.push(started.elapsed());
+        anyhow::ensure!(status == 200, "expected a cache hit, got {status}");
+    }
+
+    let mut accepted = Vec::new();
+    let mut completed = Vec::new();
+    for i in 0..MISSES {
+        // A tenant of its own makes each lookup a real miss (embed + KNN).
+        let tenant = format!("bench-{i}");
+        let prompt = format!("Benchmark question {i}: explain topic number {i} in detail");
+        let started = Instant::now();
+        let (status, body) = system.process(&prompt, Some(&tenant)).await;
+        accepted.push(started.elapsed());
+        anyhow::ensure!(status == 202, "expected a miss, got {status}");
+        system
+            .wait_final(body["task_id"].as_str().unwrap(), Some(&tenant))
+            .await?;
+        completed.push(started.elapsed());
+    }
+
+    println!("AI-EventStream latency (one client, sequential requests; LLM stand-in answers in {LLM_MS} ms)");
+    let knn = report("baseline: native KNN in Redis", &mut knn);
+    let hit = report("cache hit: POST /process -> 200", &mut hits);
+    let acc = report("miss: POST /process -> 202", &mut accepted);
+    let done = report("miss: until SUCCESS via Kafka", &mut completed);
+    println!();
+    println!("cache hit / native KNN         {:>6.1}x", ms(hit) / ms(knn));
+    println!("miss accepted / cache hit      {:>6.1}x", ms(acc) / ms(hit));
+    println!(
+        "miss to SUCCESS / cache hit    {:>6.1}x  (the latency the cache saves)",
+        ms(done) / ms(hit)
+    );
+    println!(
+        "pipeline overhead on a miss    {:>8.2} ms  (until SUCCESS minus the LLM's {LLM_MS} ms)",
+        ms(done) - LLM_MS as f64
+    );
+    Ok(())
+}
