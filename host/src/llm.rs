@@ -132,7 +132,7 @@ impl llm::Host for RequestState {
         model: String,
         text: Vec<String>,
     ) -> wasmtime::Result<Result<llm::EmbeddingsResult, llm::Error>> {
-        if model != MINILM || !self.component.ai_models.iter().any(|m| *m == model) {
+        if model != MINILM || !self.component.ai_models.contains(&model) {
             return Ok(Err(llm::Error::ModelNotSupported));
         }
         if text.len() > MAX_TEXTS {
