@@ -23,13 +23,21 @@ for f in "$REDIS_SERVER_BIN" "$REDISEARCH_SO" "$TANSU_BIN"; do
   [ -e "$f" ] || { echo "missing $f: run 'make setup' first" >&2; exit 1; }
 done
 
+# Children get process groups of their own (job control), so Ctrl-C reaches
+# only this script, which then stops them in order: bridge, host, broker, Redis.
+set -m
 pids=()
+stop() { # pid
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  echo "process $1 did not stop in 15 s; killing it" >&2
+  kill -KILL "$1" 2>/dev/null || true
+}
 cleanup() {
   trap - INT TERM EXIT
   echo
   echo "stopping..."
-  for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for ((i=${#pids[@]}-1; i>=0; i--)); do stop "${pids[$i]}"; done
   echo "stopped"
 }
 trap cleanup INT TERM EXIT

@@ -16,7 +16,10 @@ async fn main() -> Result<()> {
         );
     }
     let bridge = aies_bridge::Bridge::bind(config).await?;
-    bridge.run(shutdown_signal()).await
+    bridge.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    // Do not wait on a Kafka client still closing against a dead broker.
+    std::process::exit(0)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -29,6 +29,9 @@ use crate::BridgeConfig;
 /// redelivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits for the final offset commit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Done = Shared<oneshot::Receiver<()>>;
 
 struct Relay {
@@ -133,8 +136,18 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("some events were still running; they will be redelivered");
     }
-    if let Err(e) = relay.consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::warn!("final commit: {e}");
+    // The final commit (and closing the consumer) block on the broker; a
+    // broker that is gone must not hold the shutdown forever.
+    let closing = tokio::task::spawn_blocking(move || {
+        if let Err(e) = relay.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!("final commit: {e}");
+        }
+        drop(relay);
+    });
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!(
+            "Kafka did not confirm the final commit in {CLOSE_TIMEOUT:?}; stopping anyway"
+        );
     }
     Ok(())
 }

@@ -50,9 +50,15 @@ async fn main() -> Result<()> {
         components = %app.component_names().collect::<Vec<_>>().join(", "),
         "serving on http://{}", server.local_addr()
     );
-    server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    server.run(shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
