@@ -22,6 +22,8 @@ struct Shared {
     /// Statuses to answer with before answering normally (and Retry-After).
     failures: Mutex<VecDeque<(u16, Option<u64>)>>,
     prompts: Mutex<Vec<String>>,
+    /// Embedding requests answered.
+    embeddings: AtomicUsize,
     /// Simulated generation time of every answer, in milliseconds.
     delay_ms: AtomicU64,
 }
@@ -41,6 +43,7 @@ impl FakeLlm {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
+            .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1beta/models/{call}", post(gemini))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -55,6 +58,10 @@ impl FakeLlm {
 
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn embedding_calls(&self) -> usize {
+        self.shared.embeddings.load(Ordering::SeqCst)
     }
 
     pub fn prompts(&self) -> Vec<String> {
@@ -167,9 +174,6 @@ async fn gemini(
     if let Some(r) = scheduled_failure(&shared, overloaded) {
         return r;
     }
-    let Some((_model, "generateContent")) = call.split_once(':') else {
-        return error(StatusCode::NOT_FOUND, 404, "unknown method", "NOT_FOUND");
-    };
     if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(GEMINI_KEY) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -177,6 +181,11 @@ async fn gemini(
             "API key not valid.",
             "INVALID_ARGUMENT",
         );
+    }
+    match call.split_once(':') {
+        Some((_, "generateContent")) => {}
+        Some((_, "batchEmbedContents")) => return gemini_embeddings(&shared, &req),
+        _ => return error(StatusCode::NOT_FOUND, 404, "unknown method", "NOT_FOUND"),
     }
     let Some(prompt) = req["contents"][0]["parts"][0]["text"].as_str() else {
         return error(
@@ -196,6 +205,78 @@ async fn gemini(
         }],
         "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12},
         "modelVersion": "gemini-2.0-flash"
+    }))
+    .into_response()
+}
+
+fn gemini_embeddings(shared: &Shared, req: &Value) -> Response {
+    let Some(requests) = req["requests"].as_array() else {
+        let body = json!({"error": {"code": 400, "message": "requests is required", "status": "INVALID_ARGUMENT"}});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    shared.embeddings.fetch_add(1, Ordering::SeqCst);
+    let embeddings: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let text = r["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let dim = r["outputDimensionality"].as_u64().unwrap_or(3072) as usize;
+            json!({ "values": bag_of_words(text, dim) })
+        })
+        .collect();
+    Json(json!({ "embeddings": embeddings })).into_response()
+}
+
+/// A deterministic stand-in embedding: words hashed into `dim` buckets,
+/// normalised. Equal texts get equal vectors; different words differ.
+pub fn bag_of_words(text: &str, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    for word in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let h = word.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        v[(h % dim as u64) as usize] += 1.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.iter().map(|x| x / norm).collect()
+}
+
+async fn openai_embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(req): Json<Value>,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {OPENAI_KEY}"))
+    {
+        let body = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    shared.embeddings.fetch_add(1, Ordering::SeqCst);
+    let dim = req["dimensions"].as_u64().unwrap_or(384) as usize;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": bag_of_words(t, dim)}))
+        .collect();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": req["model"],
+        "usage": {"prompt_tokens": 8, "total_tokens": 8}
     }))
     .into_response()
 }

@@ -255,6 +255,9 @@ pub struct Options {
     pub partitions: i32,
     /// Spin variables for the app (the test fills in Redis, bridge, token).
     pub variables: HashMap<String, String>,
+    /// Another manifest than the repository's spin.toml.
+    pub manifest: Option<PathBuf>,
+    pub model_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -263,6 +266,8 @@ impl Options {
             test,
             partitions: 3,
             variables: HashMap::new(),
+            manifest: None,
+            model_dir: None,
         }
     }
 
@@ -312,8 +317,9 @@ impl System {
         bridge_config.max_attempts = 3;
         let mut bridge = Bridge::bind(bridge_config).await.expect("bridge binds");
 
-        let mut host_config = HostConfig::new(manifest());
+        let mut host_config = HostConfig::new(options.manifest.unwrap_or_else(manifest));
         host_config.env_variables = false;
+        host_config.model_dir = options.model_dir;
         host_config.variables = options.variables;
         for (k, v) in [
             ("redis_port", redis.port.to_string()),

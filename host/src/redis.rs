@@ -2,13 +2,17 @@
 //! `redis` crate. Connections are multiplexed and shared by all requests
 //! (one per address), so a request does not pay for a TCP handshake.
 //!
+//! A connection is a `ConnectionManager`: it reconnects by itself after Redis
+//! restarts, and its connect and response timeouts bound every call.
+//!
 //! `execute` answers as Spin does: a flat list of nil / status / int64 /
 //! binary values, nested arrays (such as `FT.SEARCH`'s) flattened in order.
 
 use anyhow::Result;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use std::collections::HashMap;
+use std::time::Duration;
 use tokio::sync::Mutex;
 use wasmtime::component::Resource;
 
@@ -22,16 +26,16 @@ const MAX_HANDLES_PER_REQUEST: usize = 32;
 
 /// The guest's handle: a clone of the shared multiplexed connection.
 pub struct RedisConnection {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
 }
 
 #[derive(Default)]
 pub struct RedisPool {
-    conns: Mutex<HashMap<String, MultiplexedConnection>>,
+    conns: Mutex<HashMap<String, ConnectionManager>>,
 }
 
 impl RedisPool {
-    async fn get(&self, address: &str) -> Result<MultiplexedConnection, Error> {
+    async fn get(&self, address: &str) -> Result<ConnectionManager, Error> {
         let mut conns = self.conns.lock().await;
         if let Some(c) = conns.get(address) {
             return Ok(c.clone());
@@ -40,8 +44,12 @@ impl RedisPool {
             return Err(Error::TooManyConnections);
         }
         let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_number_of_retries(3);
         let conn = client
-            .get_multiplexed_async_connection()
+            .get_connection_manager_with_config(config)
             .await
             .map_err(|e| Error::Other(format!("connecting to Redis: {e}")))?;
         conns.insert(address.to_string(), conn.clone());
@@ -54,7 +62,7 @@ fn other(e: redis::RedisError) -> Error {
 }
 
 impl RequestState {
-    fn conn(&self, r: &Resource<RedisConnection>) -> wasmtime::Result<MultiplexedConnection> {
+    fn conn(&self, r: &Resource<RedisConnection>) -> wasmtime::Result<ConnectionManager> {
         Ok(self.table.get(r)?.conn.clone())
     }
 }

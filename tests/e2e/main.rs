@@ -4,7 +4,9 @@
 mod bad_input;
 mod batch;
 mod embeddings;
+mod limits;
 mod pipeline;
+mod providers;
 mod wasm;
 
 pub use aies_tests::{fake_llm, harness};

@@ -156,6 +156,31 @@ async fn with_no_llm_configured_the_offline_stand_in_answers_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_that_differ_only_in_a_number_do_not_share_an_answer() {
+    let system = System::start(Options::new("numbers")).await;
+    let (status, body) = system
+        .process("Explain topic number 3 in detail", None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    system
+        .wait_final(body["task_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    consume(&system.topics.results, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // MiniLM scores these two 0.875, above the threshold: the numbers decide.
+    let (status, other) = system
+        .process("Explain topic number 4 in detail", None)
+        .await;
+    assert_eq!(status, 202, "a different number must miss: {other}");
+    let (status, same) = system
+        .process("Explain topic number 3 in detail, please", None)
+        .await;
+    assert_eq!(status, 200, "same number, paraphrased, should hit: {same}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_are_dead_lettered_without_blocking_the_partition() {
     let fake = FakeLlm::start().await;
     let mut options = Options::new("poison").llm(&fake, "openai");

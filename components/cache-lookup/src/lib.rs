@@ -1,7 +1,8 @@
 //! cache-lookup: the semantic cache in Redis Stack (DB 0).
 //!
-//! - `POST /lookup` `{"tenant","vector"}`: KNN 1 among the tenant's entries;
-//!   a hit only when cosine similarity >= `similarity_threshold`. Creates the
+//! - `POST /lookup` `{"tenant","prompt","vector"}`: the nearest entries of
+//!   the tenant; a hit only when cosine similarity >= `similarity_threshold`
+//!   and the cached prompt has the same numbers as this one. Creates the
 //!   HNSW cosine index (`cache_index`, dimension `vector_dimension`) when it
 //!   does not exist yet.
 //! - `POST /insert` `{"tenant","prompt","result","task_id","vector"}`: one
@@ -19,6 +20,9 @@ use spin_sdk::http_component;
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 const KEY_PREFIX: &str = "aies:cache:";
+/// Nearest entries examined per lookup: the best one that passes every
+/// check (threshold, same numbers) answers.
+const CANDIDATES: usize = 5;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -77,7 +81,7 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     check(&req.tenant, &req.vector, &s)?;
     let conn = redis(DB_CACHE)?;
     let query = format!(
-        "(@tenant:{{{}}})=>[KNN 1 @vector $q AS distance]",
+        "(@tenant:{{{}}})=>[KNN {CANDIDATES} @vector $q AS distance]",
         escape_tag(&req.tenant)
     );
     let args = [
@@ -88,11 +92,11 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         arg("q"),
         arg(blob(&req.vector)),
         arg("RETURN"),
-        arg("4"),
-        arg("prompt"),
-        arg("result"),
-        arg("task_id"),
-        arg("distance"),
+        arg(RETURNED.len().to_string()),
+        arg(RETURNED[0]),
+        arg(RETURNED[1]),
+        arg(RETURNED[2]),
+        arg(RETURNED[3]),
         arg("DIALECT"),
         arg("2"),
     ];
@@ -104,7 +108,11 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         }
         Err(e) => return Err(explain_dimension(&conn, &s, e)),
     };
-    let hit = parse_hit(&reply)?.filter(|h| h.similarity >= s.threshold);
+    let wanted = numbers(&req.prompt);
+    let hit = parse_hits(&reply)?
+        .into_iter()
+        .filter(|h| h.similarity >= s.threshold && numbers(&h.prompt) == wanted)
+        .max_by(|a, b| a.similarity.total_cmp(&b.similarity));
     Ok(LookupResponse { hit })
 }
 
@@ -121,42 +129,54 @@ fn escape_tag(value: &str) -> String {
     out
 }
 
-/// Reads the single document of a flattened `FT.SEARCH` reply:
-/// `[total, key, field, value, field, value, ...]`.
-fn parse_hit(reply: &[RedisResult]) -> Result<Option<CacheHit>> {
-    let total = match reply.first() {
-        Some(RedisResult::Int64(n)) => *n,
+/// The fields each search result returns, in this order.
+const RETURNED: [&str; 4] = ["prompt", "result", "task_id", "distance"];
+
+/// Reads the documents of a flattened `FT.SEARCH` reply:
+/// `[total, key, field, value, ..., key, field, value, ...]`, every
+/// document carrying the four `RETURNED` fields (so each is 9 values long).
+fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
+    match reply.first() {
+        Some(RedisResult::Int64(_)) => {}
         other => bail!("unexpected FT.SEARCH reply start: {other:?}"),
-    };
-    if total == 0 || reply.len() < 2 {
-        return Ok(None);
     }
-    let mut hit = CacheHit {
-        prompt: String::new(),
-        result: String::new(),
-        similarity: 0.0,
-        task_id: String::new(),
-    };
-    let mut distance = None;
-    for pair in reply[2..].chunks(2) {
-        let [field, value] = pair else { break };
-        let (Some(field), Some(value)) = (text(field), text(value)) else {
-            continue;
-        };
-        match field.as_str() {
-            "prompt" => hit.prompt = value,
-            "result" => hit.result = value,
-            "task_id" => hit.task_id = value,
-            "distance" => distance = value.parse::<f32>().ok(),
-            _ => {}
+    let width = 1 + 2 * RETURNED.len();
+    let mut hits = Vec::new();
+    for doc in reply[1..].chunks(width) {
+        // Fields come back by name, in no promised order.
+        let mut values: [Option<String>; 4] = Default::default();
+        for pair in doc[1..].chunks(2) {
+            let (Some(field), Some(value)) = (text(&pair[0]), pair.get(1).and_then(text)) else {
+                bail!("FT.SEARCH returned an incomplete document");
+            };
+            if let Some(i) = RETURNED.iter().position(|f| *f == field) {
+                values[i] = Some(value);
+            }
         }
+        let [Some(prompt), Some(result), Some(task_id), Some(distance)] = values else {
+            bail!("FT.SEARCH returned a document without all of {RETURNED:?}");
+        };
+        hits.push(CacheHit {
+            prompt,
+            result,
+            task_id,
+            // RediSearch's COSINE metric reports 1 - cosine similarity.
+            similarity: 1.0 - distance.parse::<f32>()?,
+        });
     }
-    let Some(distance) = distance else {
-        bail!("FT.SEARCH reply has no distance");
-    };
-    // RediSearch's COSINE metric reports 1 - cosine similarity.
-    hit.similarity = 1.0 - distance;
-    Ok(Some(hit))
+    Ok(hits)
+}
+
+/// The digit runs of a text, in order ("3", "2024").
+///
+/// Sentence embeddings barely tell numbers apart ("Explain topic number 3"
+/// and "... number 4" score 0.875 with MiniLM, above real paraphrases such
+/// as "Give me a recipe for pancakes" / "Give me a pancake recipe", 0.853),
+/// so a cached answer is only reused for a prompt with the same numbers.
+fn numbers(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn is_missing_index(e: &anyhow::Error) -> bool {

@@ -138,6 +138,7 @@ async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
         &stage_url("cache-lookup", "/lookup"),
         &LookupRequest {
             tenant: tenant.to_string(),
+            prompt: prompt.to_string(),
             vector,
         },
     )

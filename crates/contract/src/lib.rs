@@ -150,6 +150,8 @@ pub struct EmbedResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LookupRequest {
     pub tenant: String,
+    /// The prompt the vector was made from (a hit must match its numbers).
+    pub prompt: String,
     pub vector: Vec<f32>,
 }
 

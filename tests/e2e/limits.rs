@@ -1,0 +1,106 @@
+//! The host stops what misbehaves: a component that never returns, one that
+//! grows its memory without bound, and outbound calls to hosts the manifest
+//! does not allow. It keeps serving afterwards.
+
+use aies_contract::{TaskResult, TaskStatus};
+use aies_host::{HostConfig, Server};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+use crate::fake_llm::FakeLlm;
+use crate::harness::{manifest, Options, System, INVOKE_TOKEN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_component_is_stopped_and_the_host_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = manifest()
+        .parent()
+        .unwrap()
+        .join("components/target/wasm32-wasip2/release/test_runaway.wasm");
+    let toml = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"runaway\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"runaway\"\n\
+         [component.runaway]\nsource = \"{}\"\n",
+        wasm.display()
+    );
+    std::fs::write(dir.path().join("spin.toml"), toml).unwrap();
+    let mut config = HostConfig::new(dir.path().join("spin.toml"));
+    config.env_variables = false;
+    config.request_timeout = Duration::from_secs(1);
+    config.max_memory_bytes = 64 << 20;
+    let server = Server::bind(&config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+
+    let started = Instant::now();
+    let spin = client.get(format!("{base}/spin")).send().await.unwrap();
+    assert_eq!(spin.status(), 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let grow = client.get(format!("{base}/grow")).send().await.unwrap();
+    assert_eq!(grow.status(), 500);
+
+    let ok = client.get(format!("{base}/ok")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_calls_reach_only_the_hosts_the_manifest_allows() {
+    let fake = FakeLlm::start().await;
+    // The app's manifest, with llm-invoke no longer allowed to reach the
+    // OpenAI-compatible base URL.
+    let dir = tempfile::tempdir().unwrap();
+    let root = manifest().parent().unwrap().to_path_buf();
+    let text = std::fs::read_to_string(manifest()).unwrap();
+    let text = text
+        .replace(
+            "components/target/",
+            &format!("{}/components/target/", root.display()),
+        )
+        .replacen(
+            "  \"{{ gemini_base_url }}\",\n  \"{{ openai_base_url }}\",\n]",
+            "  \"{{ gemini_base_url }}\",\n]",
+            1,
+        );
+    assert!(!text.contains("  \"{{ gemini_base_url }}\",\n  \"{{ openai_base_url }}\""));
+    std::fs::write(dir.path().join("spin.toml"), text).unwrap();
+    let mut options = Options::new("denied").llm(&fake, "openai");
+    // The fake serves both formats; keep Gemini's allowed host elsewhere.
+    options.variables.insert(
+        "gemini_base_url".into(),
+        "https://generativelanguage.googleapis.com".into(),
+    );
+    options.manifest = Some(dir.path().join("spin.toml"));
+    options.model_dir = Some(root.join(".spin/ai-models"));
+    let system = System::start(options).await;
+
+    let invoke = serde_json::json!({
+        "task_id": "denied-1", "prompt": "Say hi", "tenant": "default",
+        "use_cache": false, "final_attempt": true
+    });
+    let task: TaskResult = system
+        .client
+        .post(system.url("/invoke"))
+        .bearer_auth(INVOKE_TOKEN)
+        .json(&invoke)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Failure, "{task:?}");
+    assert!(task.error.unwrap().contains("HttpRequestDenied"));
+    assert_eq!(fake.calls(), 0, "the request must never leave the host");
+}

@@ -1,0 +1,45 @@
+//! The remote embedding providers, through their wire formats: an
+//! OpenAI-compatible `/v1/embeddings` and Gemini `:batchEmbedContents`
+//! fill and answer the semantic cache in place of the local model.
+
+use std::time::Duration;
+
+use crate::fake_llm::{answer, FakeLlm};
+use crate::harness::{consume, Options, System};
+
+async fn cache_with_remote_embeddings(provider: &'static str) {
+    let fake = FakeLlm::start().await;
+    let mut options = Options::new(provider).llm(&fake, "openai");
+    options
+        .variables
+        .insert("embedding_provider".into(), provider.into());
+    let system = System::start(options).await;
+
+    let prompt = "Where is the Eiffel Tower?";
+    let (status, body) = system.process(prompt, None).await;
+    assert_eq!(status, 202, "{body}");
+    system
+        .wait_final(body["task_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    consume(&system.topics.results, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let (status, hit) = system.process(prompt, None).await;
+    assert_eq!(status, 200, "{hit}");
+    assert_eq!(hit["result"], answer("openai", prompt));
+    assert!(hit["similarity"].as_f64().unwrap() > 0.999, "{hit}");
+    // Lookup, cache fill, lookup: all embedded by the remote provider.
+    assert_eq!(fake.embedding_calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_compatible_embeddings() {
+    cache_with_remote_embeddings("openai").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_embeddings() {
+    cache_with_remote_embeddings("gemini").await;
+}
