@@ -11,11 +11,13 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "apt packages (build tools for librdkafka)"
+step "apt packages (C toolchain for librdkafka, tokenizers)"
 need_apt=()
-for p in build-essential cmake pkg-config python3-venv curl; do
+for p in build-essential pkg-config; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
+# Debian's own python3 needs python3-venv for `python3 -m venv`.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

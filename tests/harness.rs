@@ -204,12 +204,15 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, 
         .expect("produced");
 }
 
-/// Reads `count` messages of `topic` (from the start), or fails after `within`.
-pub async fn consume(
+pub type Messages = Vec<(Option<String>, String)>;
+
+/// Reads `topic` from the start until `done` says the messages read so far
+/// are enough, or fails after `within`.
+async fn read_until(
     topic: &str,
-    count: usize,
     within: Duration,
-) -> Result<Vec<(Option<String>, String)>> {
+    done: impl Fn(&Messages) -> bool,
+) -> Result<Messages> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker().bootstrap)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -219,17 +222,37 @@ pub async fn consume(
     consumer.subscribe(&[topic])?;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
-    while out.len() < count {
+    while !done(&out) {
         let m = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .with_context(|| {
-                format!("{topic}: only {} of {count} messages arrived", out.len())
+                format!("{topic}: not there after reading {} messages", out.len())
             })??;
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        let payload = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-        out.push((key, payload));
+        out.push((
+            key,
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        ));
     }
     Ok(out)
+}
+
+/// The first `count` messages of `topic`.
+pub async fn consume(topic: &str, count: usize, within: Duration) -> Result<Messages> {
+    read_until(topic, within, |m| m.len() >= count).await
+}
+
+/// Messages of `topic` until `count` distinct keys were seen (at-least-once
+/// delivery may repeat a message).
+pub async fn consume_distinct(topic: &str, count: usize, within: Duration) -> Result<Messages> {
+    read_until(topic, within, |m| {
+        m.iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= count
+    })
+    .await
 }
 
 /// Messages currently in `topic` (sum of the partitions' high watermarks).
@@ -297,7 +320,11 @@ pub struct System {
     pub topics: Topics,
     pub http: SocketAddr,
     pub client: reqwest::Client,
-    _stop: Vec<oneshot::Sender<()>>,
+    /// The first bridge's settings, for starting more members of its group.
+    bridge_config: BridgeConfig,
+    /// Stops each bridge, in start order; `None` once stopped.
+    bridges: Vec<Option<oneshot::Sender<()>>>,
+    _host_stop: oneshot::Sender<()>,
 }
 
 impl System {
@@ -315,7 +342,9 @@ impl System {
         bridge_config.invoke_token = INVOKE_TOKEN.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
-        let mut bridge = Bridge::bind(bridge_config).await.expect("bridge binds");
+        let mut bridge = Bridge::bind(bridge_config.clone())
+            .await
+            .expect("bridge binds");
 
         let mut host_config = HostConfig::new(options.manifest.unwrap_or_else(manifest));
         host_config.env_variables = false;
@@ -332,22 +361,46 @@ impl System {
             .await
             .expect("host starts");
         let http = server.local_addr();
-        bridge.set_invoke_url(format!("http://{http}/invoke"));
+        let invoke_url = format!("http://{http}/invoke");
+        bridge.set_invoke_url(invoke_url.clone());
+        bridge_config.invoke_url = invoke_url;
 
         let (host_stop, host_rx) = oneshot::channel::<()>();
-        let (bridge_stop, bridge_rx) = oneshot::channel::<()>();
         tokio::spawn(server.run(async {
             let _ = host_rx.await;
         }));
-        tokio::spawn(bridge.run(async {
-            let _ = bridge_rx.await;
-        }));
-        Self {
+        let mut system = Self {
             redis,
             topics,
             http,
             client: reqwest::Client::new(),
-            _stop: vec![host_stop, bridge_stop],
+            bridge_config,
+            bridges: Vec::new(),
+            _host_stop: host_stop,
+        };
+        system.run_bridge(bridge);
+        system
+    }
+
+    fn run_bridge(&mut self, bridge: Bridge) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(bridge.run(async {
+            let _ = stopped.await;
+        }));
+        self.bridges.push(Some(stop));
+    }
+
+    /// Starts one more bridge in the same consumer group; returns its index.
+    pub async fn add_bridge(&mut self) -> usize {
+        let bridge = Bridge::bind(self.bridge_config.clone()).await.unwrap();
+        self.run_bridge(bridge);
+        self.bridges.len() - 1
+    }
+
+    /// Stops bridge `index` gracefully (as SIGTERM would).
+    pub fn stop_bridge(&mut self, index: usize) {
+        if let Some(stop) = self.bridges[index].take() {
+            let _ = stop.send(());
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{consume, produce, producer, Options, System};
+use crate::harness::{consume, consume_distinct, produce, producer, Options, System};
 
 const EVENTS: usize = 1_000;
 
@@ -49,4 +49,41 @@ async fn a_thousand_events_end_as_a_thousand_successes() {
     let keys: Vec<String> = tasks.keys("aies:task:*").await.unwrap();
     assert_eq!(keys.len(), EVENTS);
     assert_eq!(fake.calls(), EVENTS);
+}
+
+/// Two bridges in one consumer group share the partitions; one of them is
+/// stopped halfway (as a rolling restart would); every event still ends as
+/// exactly one SUCCESS record and at least one result message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_share_the_work_and_a_stopped_bridge_loses_nothing() {
+    const N: usize = 300;
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_millis(20));
+    let mut system = System::start(Options::new("members").llm(&fake, "openai")).await;
+    let second = system.add_bridge().await;
+    let producer = producer();
+    for i in 0..N {
+        let payload = serde_json::json!({ "prompt": format!("Rolling restart question {i}") });
+        produce(&producer, &system.topics.raw, None, &payload.to_string()).await;
+    }
+    consume(&system.topics.results, N / 4, Duration::from_secs(120))
+        .await
+        .unwrap();
+    system.stop_bridge(0);
+
+    let results = consume_distinct(&system.topics.results, N, Duration::from_secs(300))
+        .await
+        .unwrap();
+    for (_, payload) in &results {
+        let r: TaskResult = serde_json::from_str(payload).unwrap();
+        assert_eq!(r.status, TaskStatus::Success, "{r:?}");
+    }
+    let mut tasks = system.redis.connection(2).await;
+    let keys: Vec<String> = tasks.keys("aies:task:*").await.unwrap();
+    assert_eq!(keys.len(), N);
+    for key in keys {
+        let status: Option<String> = tasks.hget(&key, "status").await.unwrap();
+        assert_eq!(status.as_deref(), Some("SUCCESS"), "{key}");
+    }
+    system.stop_bridge(second);
 }
