@@ -67,6 +67,14 @@ impl RequestState {
     }
 }
 
+/// Runs `cmd`; a Redis error is the guest's to handle.
+async fn query<T: redis::FromRedisValue>(
+    mut conn: ConnectionManager,
+    cmd: &redis::Cmd,
+) -> wasmtime::Result<Result<T, Error>> {
+    Ok(cmd.query_async(&mut conn).await.map_err(other))
+}
+
 impl wit::Host for RequestState {}
 
 impl wit::HostConnection for RequestState {
@@ -98,13 +106,9 @@ impl wit::HostConnection for RequestState {
         channel: String,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let mut c = self.conn(&r)?;
-        let res: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut c)
-            .await;
-        Ok(res.map(|_| ()).map_err(other))
+        let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        let sent: Result<i64, Error> = query(self.conn(&r)?, &cmd).await?;
+        Ok(sent.map(|_| ()))
     }
 
     async fn get(
@@ -112,12 +116,7 @@ impl wit::HostConnection for RequestState {
         r: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("GET").arg(key)).await
     }
 
     async fn set(
@@ -126,13 +125,7 @@ impl wit::HostConnection for RequestState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("SET").arg(key).arg(value)).await
     }
 
     async fn incr(
@@ -140,15 +133,13 @@ impl wit::HostConnection for RequestState {
         r: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, Error>> {
+        // A key holding a non-integer is Redis's only failure here.
         let mut c = self.conn(&r)?;
-        Ok(redis::cmd("INCR")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| match e.kind() {
-                redis::ErrorKind::Server(_) => Error::TypeError,
-                _ => other(e),
-            }))
+        let result = redis::cmd("INCR").arg(key).query_async(&mut c).await;
+        Ok(result.map_err(|e| match e.kind() {
+            redis::ErrorKind::Server(_) => Error::TypeError,
+            _ => other(e),
+        }))
     }
 
     async fn del(
@@ -156,12 +147,7 @@ impl wit::HostConnection for RequestState {
         r: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("DEL").arg(keys)).await
     }
 
     async fn sadd(
@@ -170,13 +156,7 @@ impl wit::HostConnection for RequestState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("SADD")
-            .arg(key)
-            .arg(values)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("SADD").arg(key).arg(values)).await
     }
 
     async fn smembers(
@@ -184,12 +164,7 @@ impl wit::HostConnection for RequestState {
         r: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("SMEMBERS")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("SMEMBERS").arg(key)).await
     }
 
     async fn srem(
@@ -198,13 +173,7 @@ impl wit::HostConnection for RequestState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut c = self.conn(&r)?;
-        Ok(redis::cmd("SREM")
-            .arg(key)
-            .arg(values)
-            .query_async(&mut c)
-            .await
-            .map_err(other))
+        query(self.conn(&r)?, redis::cmd("SREM").arg(key).arg(values)).await
     }
 
     async fn execute(

@@ -220,6 +220,22 @@ pub async fn post_json(
     })
 }
 
+/// Sets fields of a task record (a hash in DB 2), stamps `updated_at`, and
+/// renews the record's time to live (`result_ttl_seconds`).
+pub fn write_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<()> {
+    let key = aies_contract::task_key(task_id);
+    let now = now_secs().to_string();
+    let mut args = vec![arg(&key), arg("updated_at"), arg(&now)];
+    for (field, value) in fields {
+        args.push(arg(field));
+        args.push(arg(value));
+    }
+    execute(conn, "HSET", &args)?;
+    let ttl: i64 = var_parsed("result_ttl_seconds")?;
+    execute(conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    Ok(())
+}
+
 /// A task record (a hash in DB 2), as read with `HGETALL`.
 pub struct TaskRecord(Vec<(String, String)>);
 

@@ -8,19 +8,18 @@
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
-    task_key, valid_task_id, valid_tenant, CacheHit, EmbedRequest, EmbedResponse, LookupRequest,
+    valid_task_id, valid_tenant, CacheHit, EmbedRequest, EmbedResponse, LookupRequest,
     LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT, EVENT_VERSION,
     MAX_PROMPT_CHARS,
 };
 use aies_guest::{
-    arg, call, count, error, execute, hgetall, json, now_secs, redis, stage_url, var, var_parsed,
+    call, count, error, execute, hgetall, json, now_secs, redis, stage_url, var, write_task,
     TaskRecord, DB_CACHE, DB_TASKS, METRICS_KEY,
 };
 use anyhow::Result;
 use serde_json::json as j;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::RedisParameter;
 
 /// Largest request body accepted by `POST /process`.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -152,27 +151,17 @@ async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
 async fn enqueue(body: ProcessRequest, tenant: String) -> Result<String> {
     let task_id = uuid::Uuid::new_v4().to_string();
     let conn = redis(DB_TASKS)?;
-    let key = task_key(&task_id);
     let now = now_secs().to_string();
-    execute(
+    write_task(
         &conn,
-        "HSET",
+        &task_id,
         &[
-            arg(&key),
-            arg("status"),
-            arg(TaskStatus::Pending.as_str()),
-            arg("prompt"),
-            arg(&body.prompt),
-            arg("tenant"),
-            arg(&tenant),
-            arg("created_at"),
-            arg(&now),
-            arg("updated_at"),
-            arg(&now),
+            ("status", TaskStatus::Pending.as_str()),
+            ("prompt", &body.prompt),
+            ("tenant", &tenant),
+            ("created_at", &now),
         ],
     )?;
-    let ttl: i64 = var_parsed("result_ttl_seconds")?;
-    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
     count("tasks_pending");
 
     let event = RawEvent {
@@ -186,17 +175,8 @@ async fn enqueue(body: ProcessRequest, tenant: String) -> Result<String> {
     let url = format!("{}/enqueue", var("bridge_url")?);
     if let Err(e) = call::<_, serde_json::Value>(&url, &event).await {
         let msg = format!("could not enqueue: {e:#}");
-        execute(
-            &conn,
-            "HSET",
-            &[
-                arg(&key),
-                arg("status"),
-                arg(TaskStatus::Failure.as_str()),
-                arg("error"),
-                arg(&msg),
-            ],
-        )?;
+        let failed = TaskStatus::Failure.as_str();
+        write_task(&conn, &task_id, &[("status", failed), ("error", &msg)])?;
         count("tasks_failure");
         return Err(e);
     }

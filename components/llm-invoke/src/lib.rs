@@ -23,13 +23,12 @@ use aies_contract::{
 };
 use aies_guest::{
     arg, call, count, error, execute, json, now_secs, parse_body, post_json, redis, stage_url, var,
-    var_parsed, TaskRecord, DB_TASKS,
+    var_parsed, write_task, TaskRecord, DB_TASKS,
 };
 use anyhow::{anyhow, Result};
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::RedisParameter;
 use std::time::Duration;
 
 /// Label of the offline stand-in, in `model` and in the answer text.
@@ -83,31 +82,23 @@ fn authorized(req: &Request) -> Result<bool> {
 
 async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
     let conn = redis(DB_TASKS)?;
-    let key = task_key(&req.task_id);
     let record = TaskRecord::read(&conn, &req.task_id)?;
     if let Some(task) = record.task(&req.task_id).filter(|t| t.status.is_final()) {
         return Ok(task);
     }
     // Events from third-party producers have no record yet: this creates it.
-    let now = now_secs().to_string();
-    execute(
+    write_task(
         &conn,
-        "HSET",
+        &req.task_id,
         &[
-            arg(&key),
-            arg("status"),
-            arg(TaskStatus::Started.as_str()),
-            arg("prompt"),
-            arg(&req.prompt),
-            arg("tenant"),
-            arg(&req.tenant),
-            arg("updated_at"),
-            arg(&now),
+            ("status", TaskStatus::Started.as_str()),
+            ("prompt", &req.prompt),
+            ("tenant", &req.tenant),
         ],
     )?;
+    let now = now_secs().to_string();
+    let key = task_key(&req.task_id);
     execute(&conn, "HSETNX", &[arg(&key), arg("created_at"), arg(&now)])?;
-    let ttl: i64 = var_parsed("result_ttl_seconds")?;
-    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
     count("tasks_started");
 
     let outcome = match generate(&req.prompt).await {

@@ -12,13 +12,13 @@ use aies_contract::{
     StoreRequest, TaskResult, TaskStatus, COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url, var_parsed,
+    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url, write_task,
     TaskRecord, DB_TASKS,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::{RedisParameter, RedisResult};
+use spin_sdk::redis::RedisResult;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -46,28 +46,19 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
     if !matches!(claimed.first(), Some(RedisResult::Int64(1))) {
         return stored(&conn, &req.task_id);
     }
-    let (status, fields) = match &req.outcome {
+    let (status, mut fields) = match &req.outcome {
         Outcome::Success { result, model } => (
             TaskStatus::Success,
-            vec![arg("result"), arg(result), arg("model"), arg(model)],
+            vec![("result", result.as_str()), ("model", model.as_str())],
         ),
-        Outcome::Failure { error } => (TaskStatus::Failure, vec![arg("error"), arg(error)]),
+        Outcome::Failure { error } => (TaskStatus::Failure, vec![("error", error.as_str())]),
     };
-    let mut args = vec![
-        arg(&key),
-        arg("status"),
-        arg(status.as_str()),
-        arg("prompt"),
-        arg(&req.prompt),
-        arg("tenant"),
-        arg(&req.tenant),
-        arg("updated_at"),
-        arg(&now),
-    ];
-    args.extend(fields);
-    execute(&conn, "HSET", &args)?;
-    let ttl: i64 = var_parsed("result_ttl_seconds")?;
-    execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    fields.extend([
+        ("status", status.as_str()),
+        ("prompt", req.prompt.as_str()),
+        ("tenant", req.tenant.as_str()),
+    ]);
+    write_task(&conn, &req.task_id, &fields)?;
     count(match status {
         TaskStatus::Success => "tasks_success",
         _ => "tasks_failure",
