@@ -25,6 +25,28 @@ pub fn manifest() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../spin.toml"))
 }
 
+/// Writes a variant of the app's manifest into `dir`: component sources made
+/// absolute, then each `(from, to)` replacement applied (each must match).
+pub fn manifest_variant(dir: &std::path::Path, edits: &[(&str, &str)]) -> PathBuf {
+    let root = manifest().parent().unwrap().to_path_buf();
+    let mut text = std::fs::read_to_string(manifest()).unwrap().replace(
+        "components/target/",
+        &format!("{}/components/target/", root.display()),
+    );
+    for (from, to) in edits {
+        assert!(text.contains(from), "manifest has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The model folder of the repository (for manifests written elsewhere).
+pub fn model_dir() -> PathBuf {
+    manifest().parent().unwrap().join(".spin/ai-models")
+}
+
 fn tool(var: &str) -> PathBuf {
     let path = std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with `make test` (after `make setup`)")

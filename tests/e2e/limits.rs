@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{manifest, Options, System, INVOKE_TOKEN};
+use crate::harness::{manifest, manifest_variant, model_dir, Options, System, INVOKE_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_component_is_stopped_and_the_host_goes_on() {
@@ -61,28 +61,21 @@ async fn outbound_calls_reach_only_the_hosts_the_manifest_allows() {
     // The app's manifest, with llm-invoke no longer allowed to reach the
     // OpenAI-compatible base URL.
     let dir = tempfile::tempdir().unwrap();
-    let root = manifest().parent().unwrap().to_path_buf();
-    let text = std::fs::read_to_string(manifest()).unwrap();
-    let text = text
-        .replace(
-            "components/target/",
-            &format!("{}/components/target/", root.display()),
-        )
-        .replacen(
+    let denied = manifest_variant(
+        dir.path(),
+        &[(
             "  \"{{ gemini_base_url }}\",\n  \"{{ openai_base_url }}\",\n]",
             "  \"{{ gemini_base_url }}\",\n]",
-            1,
-        );
-    assert!(!text.contains("  \"{{ gemini_base_url }}\",\n  \"{{ openai_base_url }}\""));
-    std::fs::write(dir.path().join("spin.toml"), text).unwrap();
+        )],
+    );
     let mut options = Options::new("denied").llm(&fake, "openai");
     // The fake serves both formats; keep Gemini's allowed host elsewhere.
     options.variables.insert(
         "gemini_base_url".into(),
         "https://generativelanguage.googleapis.com".into(),
     );
-    options.manifest = Some(dir.path().join("spin.toml"));
-    options.model_dir = Some(root.join(".spin/ai-models"));
+    options.manifest = Some(denied);
+    options.model_dir = Some(model_dir());
     let system = System::start(options).await;
 
     let invoke = serde_json::json!({

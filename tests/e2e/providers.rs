@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::fake_llm::{answer, FakeLlm};
-use crate::harness::{consume, Options, System};
+use crate::harness::{consume, manifest_variant, model_dir, Options, System};
 
 async fn cache_with_remote_embeddings(provider: &'static str) {
     let fake = FakeLlm::start().await;
@@ -42,4 +42,41 @@ async fn openai_compatible_embeddings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_embeddings() {
     cache_with_remote_embeddings("gemini").await;
+}
+
+/// embed is private in the app; a test manifest gives it a route so its
+/// answer can be read directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_dimension_other_than_vector_dimension_is_a_clear_error() {
+    let fake = FakeLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new("dimension").llm(&fake, "openai");
+    options.manifest = Some(manifest_variant(
+        dir.path(),
+        &[(
+            "route = { private = true }\ncomponent = \"embed\"",
+            "route = \"/embed\"\ncomponent = \"embed\"",
+        )],
+    ));
+    options.model_dir = Some(model_dir());
+    for (k, v) in [("embedding_provider", "openai"), ("vector_dimension", "8")] {
+        options.variables.insert(k.into(), v.into());
+    }
+    let system = System::start(options).await;
+    let resp = system
+        .client
+        .post(system.url("/embed"))
+        .json(&serde_json::json!({"texts": ["hello"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("dimension 384")
+            && error.contains("VECTOR_DIMENSION")
+            && error.contains("is 8"),
+        "{error}"
+    );
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
-use crate::harness::manifest;
+use crate::harness::{manifest, manifest_variant, model_dir};
 
 /// component -> (wasm file, interfaces it must import)
 fn expected() -> HashMap<&'static str, (&'static str, Vec<&'static str>)> {
@@ -85,28 +85,15 @@ fn every_stage_is_a_spin_http_component() {
 
 #[tokio::test]
 async fn the_host_refuses_a_file_that_is_not_a_component() {
+    // Same app, the embed component replaced by a corrupt file.
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(manifest()).unwrap();
-    // Same app, every source made absolute, the embed component corrupted.
-    let src = wasm_dir();
-    let text = text
-        .replace(
-            "components/target/wasm32-wasip2/release/",
-            &format!("{}/", src.display()),
-        )
-        .replace(
-            &format!("{}/embed.wasm", src.display()),
-            &format!("{}/embed.wasm", dir.path().display()),
-        );
-    std::fs::write(
-        dir.path().join("embed.wasm"),
-        b"\0asm\x0d\0\x01\0 not really",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("spin.toml"), text).unwrap();
-    let mut config = HostConfig::new(dir.path().join("spin.toml"));
+    let corrupt = dir.path().join("embed.wasm");
+    std::fs::write(&corrupt, b"\0asm\x0d\0\x01\0 not really").unwrap();
+    let built = format!("{}/embed.wasm", wasm_dir().display());
+    let path = manifest_variant(dir.path(), &[(&built, &corrupt.display().to_string())]);
+    let mut config = HostConfig::new(path);
     config.env_variables = false;
-    config.model_dir = Some(manifest().parent().unwrap().join(".spin/ai-models"));
+    config.model_dir = Some(model_dir());
     let err = Server::bind(&config, "127.0.0.1:0".parse().unwrap())
         .await
         .err()
