@@ -88,37 +88,47 @@ impl Drop for Process {
 /// A Redis 8 server with the RediSearch module, private to one test.
 pub struct Redis {
     pub port: u16,
-    _dir: tempfile::TempDir,
-    _process: Process,
+    dir: tempfile::TempDir,
+    process: Option<Process>,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let mut redis = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Kills the server (its data is not saved).
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
         let child = Command::new(tool("REDIS_SERVER_BIN"))
             .args([
                 "--port",
-                &port.to_string(),
+                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .arg("--loadmodule")
             .arg(tool("REDISEARCH_SO"))
             .stdout(Stdio::null())
             .spawn()
             .expect("starting redis-server");
-        let process = Process(child);
-        wait_for_port(port, "redis-server");
-        Self {
-            port,
-            _dir: dir,
-            _process: process,
-        }
+        self.process = Some(Process(child));
+        wait_for_port(self.port, "redis-server");
     }
 
     pub async fn connection(&self, db: u8) -> redis::aio::MultiplexedConnection {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod batch;
 mod embeddings;
+mod failures;
 mod limits;
 mod pipeline;
 mod providers;
