@@ -54,6 +54,10 @@ pub struct BridgeConfig {
     /// First retry delay in milliseconds; doubles each attempt, with jitter.
     #[arg(long, env = "AIES_RETRY_BACKOFF_MS", default_value_t = 500)]
     pub retry_backoff_ms: u64,
+    /// A bridge that dies without leaving its group loses its partitions to
+    /// the others after this long (milliseconds).
+    #[arg(long, env = "AIES_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,

@@ -59,6 +59,7 @@ pub async fn run(
         // An idle partition is polled again after 20 ms, not librdkafka's
         // 500 ms default: events are latency-sensitive, not batch jobs.
         .set("fetch.wait.max.ms", "20")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .create()
         .context("creating the Kafka consumer")?;
     consumer

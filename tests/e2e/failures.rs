@@ -60,3 +60,91 @@ async fn bridge_down_is_a_503_and_the_task_is_not_left_pending() {
     let metrics = system.metrics().await;
     assert!(crate::harness::metric(&metrics, "aies_tasks_total{status=\"FAILURE\"}") >= 1.0);
 }
+
+/// The bridge binary, built beside this test binary by `cargo test --workspace`.
+fn bridge_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("aies-bridge");
+    assert!(bin.exists(), "{} missing: run `make test`", bin.display());
+    bin
+}
+
+/// A bridge killed with SIGKILL mid-batch loses nothing: its uncommitted
+/// events are redelivered to the next bridge and finish exactly once in
+/// the result backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_killed_mid_batch_loses_no_event() {
+    use aies_contract::{TaskResult, TaskStatus};
+    use redis::AsyncCommands;
+    const N: usize = 300;
+    let fake = crate::fake_llm::FakeLlm::start().await;
+    fake.set_delay(Duration::from_millis(100));
+    let mut system = System::start(Options::new("sigkill").llm(&fake, "openai")).await;
+    // This test's bridges are processes, so one can be killed for real.
+    system.stop_bridge(0);
+    let spawn = || {
+        std::process::Command::new(bridge_binary())
+            .env(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                &crate::harness::broker().bootstrap,
+            )
+            .env("AIES_RAW_TOPIC", &system.topics.raw)
+            .env("AIES_RESULT_TOPIC", &system.topics.results)
+            .env("AIES_DEAD_LETTER_TOPIC", &system.topics.dead_letter)
+            .env("AIES_CONSUMER_GROUP", &system.topics.group)
+            .env("AIES_BRIDGE_LISTEN", "127.0.0.1:0")
+            .env("AIES_INVOKE_URL", system.url("/invoke"))
+            .env("AIES_INVOKE_TOKEN", crate::harness::INVOKE_TOKEN)
+            .env("AIES_SESSION_TIMEOUT_MS", "6000")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("starting aies-bridge")
+    };
+    let producer = crate::harness::producer();
+    for i in 0..N {
+        let payload = serde_json::json!({ "prompt": format!("Crash test question {i}") });
+        crate::harness::produce(&producer, &system.topics.raw, None, &payload.to_string()).await;
+    }
+    let mut first = spawn();
+    crate::harness::consume(&system.topics.results, N / 4, Duration::from_secs(120))
+        .await
+        .unwrap();
+    first.kill().unwrap(); // SIGKILL: no drain, no final commit
+    first.wait().unwrap();
+    let done_at_kill = crate::harness::topic_size(&system.topics.results, 3);
+    assert!(
+        done_at_kill < N as i64,
+        "the kill came after the batch: {done_at_kill}"
+    );
+
+    let mut second = spawn();
+    let results =
+        crate::harness::consume_distinct(&system.topics.results, N, Duration::from_secs(300)).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    let results = results.unwrap();
+    for (_, payload) in &results {
+        let r: TaskResult = serde_json::from_str(payload).unwrap();
+        assert_eq!(r.status, TaskStatus::Success, "{r:?}");
+    }
+    let mut tasks = system.redis.connection(2).await;
+    let keys: Vec<String> = tasks.keys("aies:task:*").await.unwrap();
+    assert_eq!(keys.len(), N);
+    for key in keys {
+        let status: Option<String> = tasks.hget(&key, "status").await.unwrap();
+        assert_eq!(status.as_deref(), Some("SUCCESS"), "{key}");
+    }
+    // Only the events in flight at the kill (at most AIES_MAX_IN_FLIGHT, 32)
+    // may reach the LLM twice: redelivered events that had finished were
+    // answered from Redis.
+    println!(
+        "results at kill: {done_at_kill}, LLM calls: {}",
+        fake.calls()
+    );
+    assert!(
+        fake.calls() <= N + 32,
+        "{} LLM calls for {N} events",
+        fake.calls()
+    );
+}
