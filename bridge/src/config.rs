@@ -58,6 +58,10 @@ pub struct BridgeConfig {
     /// the others after this long (milliseconds).
     #[arg(long, env = "AIES_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u64,
+    /// The rebalance timeout (librdkafka's `max.poll.interval.ms`): bounds how
+    /// long a group waits for a member that stopped polling (milliseconds).
+    #[arg(long, env = "AIES_MAX_POLL_INTERVAL_MS", default_value_t = 60_000)]
+    pub max_poll_interval_ms: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,

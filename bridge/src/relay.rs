@@ -60,6 +60,10 @@ pub async fn run(
         // 500 ms default: events are latency-sensitive, not batch jobs.
         .set("fetch.wait.max.ms", "20")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
         .create()
         .context("creating the Kafka consumer")?;
     consumer
