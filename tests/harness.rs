@@ -490,6 +490,39 @@ impl System {
         }
     }
 
+    /// Sends a prompt that must miss, and waits until its whole pipeline is
+    /// done: the task is final and its result is on `datos_procesados`
+    /// (so the cache has been filled too).
+    pub async fn complete(&self, prompt: &str) -> TaskResult {
+        let (status, body) = self.process(prompt, None).await;
+        assert_eq!(status, 202, "{prompt:?} should miss: {body}");
+        let id = body["task_id"].as_str().unwrap().to_string();
+        let task = self.wait_final(&id, None).await.unwrap();
+        read_until(&self.topics.results, Duration::from_secs(30), |m| {
+            m.iter().any(|(k, _)| k.as_deref() == Some(id.as_str()))
+        })
+        .await
+        .unwrap();
+        task
+    }
+
+    /// Checks the end of a batch: every result message says SUCCESS, and
+    /// the result backend holds exactly `count` tasks, all SUCCESS.
+    pub async fn assert_all_succeeded(&self, results: &Messages, count: usize) {
+        use redis::AsyncCommands;
+        for (_, payload) in results {
+            let r: TaskResult = serde_json::from_str(payload).unwrap();
+            assert_eq!(r.status, aies_contract::TaskStatus::Success, "{r:?}");
+        }
+        let mut tasks = self.redis.connection(2).await;
+        let keys: Vec<String> = tasks.keys("aies:task:*").await.unwrap();
+        assert_eq!(keys.len(), count);
+        for key in keys {
+            let status: Option<String> = tasks.hget(&key, "status").await.unwrap();
+            assert_eq!(status.as_deref(), Some("SUCCESS"), "{key}");
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

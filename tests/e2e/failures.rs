@@ -75,8 +75,6 @@ fn bridge_binary() -> std::path::PathBuf {
 /// the result backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_killed_mid_batch_loses_no_event() {
-    use aies_contract::{TaskResult, TaskStatus};
-    use redis::AsyncCommands;
     const N: usize = 300;
     let fake = crate::fake_llm::FakeLlm::start().await;
     fake.set_delay(Duration::from_millis(100));
@@ -127,18 +125,7 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
         crate::harness::consume_distinct(&system.topics.results, N, Duration::from_secs(300)).await;
     let _ = second.kill();
     let _ = second.wait();
-    let results = results.unwrap();
-    for (_, payload) in &results {
-        let r: TaskResult = serde_json::from_str(payload).unwrap();
-        assert_eq!(r.status, TaskStatus::Success, "{r:?}");
-    }
-    let mut tasks = system.redis.connection(2).await;
-    let keys: Vec<String> = tasks.keys("aies:task:*").await.unwrap();
-    assert_eq!(keys.len(), N);
-    for key in keys {
-        let status: Option<String> = tasks.hget(&key, "status").await.unwrap();
-        assert_eq!(status.as_deref(), Some("SUCCESS"), "{key}");
-    }
+    system.assert_all_succeeded(&results.unwrap(), N).await;
     // Only the events in flight at the kill (at most AIES_MAX_IN_FLIGHT, 32)
     // may reach the LLM twice: redelivered events that had finished were
     // answered from Redis.

@@ -158,17 +158,7 @@ async fn with_no_llm_configured_the_offline_stand_in_answers_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_that_differ_only_in_a_number_do_not_share_an_answer() {
     let system = System::start(Options::new("numbers")).await;
-    let (status, body) = system
-        .process("Explain topic number 3 in detail", None)
-        .await;
-    assert_eq!(status, 202, "{body}");
-    system
-        .wait_final(body["task_id"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    consume(&system.topics.results, 1, Duration::from_secs(30))
-        .await
-        .unwrap();
+    system.complete("Explain topic number 3 in detail").await;
     // MiniLM scores these two 0.875, above the threshold: the numbers decide.
     let (status, other) = system
         .process("Explain topic number 4 in detail", None)

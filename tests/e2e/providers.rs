@@ -2,10 +2,8 @@
 //! OpenAI-compatible `/v1/embeddings` and Gemini `:batchEmbedContents`
 //! fill and answer the semantic cache in place of the local model.
 
-use std::time::Duration;
-
 use crate::fake_llm::{answer, FakeLlm};
-use crate::harness::{consume, manifest_variant, model_dir, Options, System};
+use crate::harness::{manifest_variant, model_dir, Options, System};
 
 async fn cache_with_remote_embeddings(provider: &'static str) {
     let fake = FakeLlm::start().await;
@@ -16,15 +14,7 @@ async fn cache_with_remote_embeddings(provider: &'static str) {
     let system = System::start(options).await;
 
     let prompt = "Where is the Eiffel Tower?";
-    let (status, body) = system.process(prompt, None).await;
-    assert_eq!(status, 202, "{body}");
-    system
-        .wait_final(body["task_id"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    consume(&system.topics.results, 1, Duration::from_secs(30))
-        .await
-        .unwrap();
+    system.complete(prompt).await;
 
     let (status, hit) = system.process(prompt, None).await;
     assert_eq!(status, 200, "{hit}");
