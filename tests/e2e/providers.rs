@@ -70,3 +70,65 @@ async fn a_provider_dimension_other_than_vector_dimension_is_a_clear_error() {
         "{error}"
     );
 }
+
+/// A cache index left by a deployment with another VECTOR_DIMENSION is
+/// named, with both dimensions and the way out, instead of a bare
+/// RediSearch error. (cache-lookup is private; a test manifest routes it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_another_dimension_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new("index-dim");
+    options.manifest = Some(manifest_variant(
+        dir.path(),
+        &[(
+            "route = { private = true }\ncomponent = \"cache-lookup\"",
+            "route = \"/lookup\"\ncomponent = \"cache-lookup\"",
+        )],
+    ));
+    options.model_dir = Some(model_dir());
+    options
+        .variables
+        .insert("vector_dimension".into(), "8".into());
+    let system = System::start(options).await;
+
+    // The index an earlier 384-dimension deployment created.
+    let mut db0 = system.redis.connection(0).await;
+    let _: () = redis::cmd("FT.CREATE")
+        .arg("aies_cache_idx")
+        .arg("ON")
+        .arg("HASH")
+        .arg("PREFIX")
+        .arg(1)
+        .arg("aies:cache:")
+        .arg("SCHEMA")
+        .arg("tenant")
+        .arg("TAG")
+        .arg("vector")
+        .arg("VECTOR")
+        .arg("HNSW")
+        .arg(6)
+        .arg("TYPE")
+        .arg("FLOAT32")
+        .arg("DIM")
+        .arg(384)
+        .arg("DISTANCE_METRIC")
+        .arg("COSINE")
+        .query_async(&mut db0)
+        .await
+        .unwrap();
+
+    let resp = system
+        .client
+        .post(system.url("/lookup"))
+        .json(&serde_json::json!({"tenant": "default", "prompt": "hi", "vector": vec![0.5; 8]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("created with dimension 384") && error.contains("VECTOR_DIMENSION is 8"),
+        "{error}"
+    );
+}

@@ -106,10 +106,20 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
             create_index(&conn, &s)?;
             return Ok(LookupResponse { hit: None });
         }
-        Err(e) => return Err(explain_dimension(&conn, &s, e)),
+        Err(e) => {
+            check_dimension(&conn, &s)?;
+            return Err(e);
+        }
     };
+    let hits = parse_hits(&reply)?;
+    if hits.is_empty() {
+        // RediSearch answers a query of the wrong dimension with nothing at
+        // all (no error) while the index is empty or small: a miss is when a
+        // dimension mismatch must be ruled out, or it would never end.
+        check_dimension(&conn, &s)?;
+    }
     let wanted = numbers(&req.prompt);
-    let hit = parse_hits(&reply)?
+    let hit = hits
         .into_iter()
         .filter(|h| h.similarity >= s.threshold && numbers(&h.prompt) == wanted)
         .max_by(|a, b| a.similarity.total_cmp(&b.similarity));
@@ -214,18 +224,18 @@ fn create_index(conn: &Connection, s: &Settings) -> Result<()> {
     }
 }
 
-/// A search error on an existing index is most often a dimension mismatch
-/// (the index was built for another `VECTOR_DIMENSION`): say so plainly.
-fn explain_dimension(conn: &Connection, s: &Settings, e: anyhow::Error) -> anyhow::Error {
+/// Fails with a plain explanation when the index was built for another
+/// `VECTOR_DIMENSION` (left by an earlier deployment).
+fn check_dimension(conn: &Connection, s: &Settings) -> Result<()> {
     match index_dimension(conn, &s.index) {
-        Some(dim) if dim != s.dimension as i64 => anyhow::anyhow!(
+        Some(dim) if dim != s.dimension as i64 => bail!(
             "cache index `{}` was created with dimension {dim}, but VECTOR_DIMENSION is {}: \
-             drop the index (FT.DROPINDEX {}) or set VECTOR_DIMENSION={dim} ({e:#})",
+             drop the index (FT.DROPINDEX {}) or set VECTOR_DIMENSION={dim}",
             s.index,
             s.dimension,
             s.index
         ),
-        _ => e,
+        _ => Ok(()),
     }
 }
 
