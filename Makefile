@@ -18,8 +18,9 @@ build: components native
 up:
 	bash scripts/up.sh
 
-# Tests start their own Redis Stack and Tansu broker on free ports.
-test: components
+# Tests start their own Redis Stack and Tansu broker on free ports; one runs
+# the aies-bridge binary (built by `native`) as a process to SIGKILL it.
+test: components native
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4
 
 bench: build
