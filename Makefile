@@ -21,7 +21,7 @@ up:
 # Tests start their own Redis Stack and Tansu broker on free ports; one runs
 # the aies-bridge binary (built by `native`) as a process to SIGKILL it.
 test: components native
-	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4
+	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
 
 bench: build
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench

@@ -49,7 +49,12 @@ pub async fn run(
     producer: FutureProducer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    // librdkafka's own tracing (e.g. `cgrp,fetch`), for diagnosing the group.
+    if let Ok(debug) = std::env::var("AIES_KAFKA_DEBUG") {
+        client.set("debug", debug);
+    }
+    let consumer: StreamConsumer = client
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group)
         .set("enable.auto.commit", "true")
