@@ -75,8 +75,8 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// A child process killed when dropped.
-struct Process(Child);
+/// A child process killed when dropped (also when a test panics).
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -143,17 +143,31 @@ impl Redis {
 /// The Tansu broker shared by the tests of this process.
 pub struct Broker {
     pub bootstrap: String,
-    _dir: tempfile::TempDir,
-    _process: Process,
+    /// Holds the pipe whose closing stops the broker.
+    _watchdog: Child,
 }
 
 pub fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tool("TANSU_BIN"))
+        // A static is never dropped, so the broker is tied to this process
+        // another way: a shell holds our end of a pipe and, when the test
+        // process exits and the pipe closes, kills Tansu and removes its data.
+        let watchdog = r#"cd "$1" || exit 1; shift
+"$@" >/dev/null 2>&1 &
+child=$!
+cat >/dev/null
+kill -9 "$child"; wait "$child"
+cd / && rm -rf "$OLDPWD""#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(watchdog)
+            .arg("tansu-watchdog")
+            .arg(&dir)
+            .arg(tool("TANSU_BIN"))
             .args([
                 "broker",
                 "--listener-url",
@@ -162,17 +176,14 @@ pub fn broker() -> &'static Broker {
                 &url,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting tansu");
-        let process = Process(child);
         wait_for_port(port, "tansu");
         Broker {
             bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
-            _process: process,
+            _watchdog: child,
         }
     })
 }

@@ -104,6 +104,7 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
             .env("AIES_SESSION_TIMEOUT_MS", "6000")
             .env("RUST_LOG", "warn")
             .spawn()
+            .map(crate::harness::Process)
             .expect("starting aies-bridge")
     };
     let producer = crate::harness::producer();
@@ -111,12 +112,11 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
         let payload = serde_json::json!({ "prompt": format!("Crash test question {i}") });
         crate::harness::produce(&producer, &system.topics.raw, None, &payload.to_string()).await;
     }
-    let mut first = spawn();
+    let first = spawn();
     crate::harness::consume(&system.topics.results, N / 4, Duration::from_secs(120))
         .await
         .unwrap();
-    first.kill().unwrap(); // SIGKILL: no drain, no final commit
-    first.wait().unwrap();
+    drop(first); // SIGKILL: no drain, no final commit
     let done_at_kill = crate::harness::topic_size(&system.topics.results, 3);
     assert!(
         done_at_kill < N as i64,
@@ -127,11 +127,10 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
     // starts while a dead one is still in the group (see NOTES.md).
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let mut second = spawn();
+    let second = spawn();
     let results =
         crate::harness::consume_distinct(&system.topics.results, N, Duration::from_secs(300)).await;
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
     system.assert_all_succeeded(&results.unwrap(), N).await;
     // Only the events in flight at the kill (at most AIES_MAX_IN_FLIGHT, 32)
     // may reach the LLM twice: redelivered events that had finished were
