@@ -324,6 +324,8 @@ pub struct Options {
     /// Another manifest than the repository's spin.toml.
     pub manifest: Option<PathBuf>,
     pub model_dir: Option<PathBuf>,
+    /// The host's limit on waiting for an outbound HTTP answer.
+    pub outbound_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -334,6 +336,7 @@ impl Options {
             variables: HashMap::new(),
             manifest: None,
             model_dir: None,
+            outbound_timeout: None,
         }
     }
 
@@ -392,6 +395,9 @@ impl System {
         let mut host_config = HostConfig::new(options.manifest.unwrap_or_else(manifest));
         host_config.env_variables = false;
         host_config.model_dir = options.model_dir;
+        if let Some(t) = options.outbound_timeout {
+            host_config.outbound_timeout = t;
+        }
         host_config.variables = options.variables;
         for (k, v) in [
             ("redis_port", redis.port.to_string()),

