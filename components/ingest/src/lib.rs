@@ -115,13 +115,33 @@ async fn process(req: Request) -> Response {
             }
         }
     }
-    match enqueue(body, tenant).await {
-        Ok(task_id) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
-        Err(e) => {
+    let task_id = uuid::Uuid::new_v4().to_string();
+    match enqueue(&task_id, body, tenant).await {
+        Ok(()) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
+        Err(Enqueue::NotRecorded(e)) => {
+            eprintln!("task not recorded: {e:#}");
+            error(503, format!("could not record the task: {e:#}"))
+        }
+        // The task exists, as FAILURE: give its id, so it can be looked up.
+        Err(Enqueue::Refused(e)) => {
             eprintln!("enqueue failed: {e:#}");
-            error(503, format!("could not enqueue the task: {e:#}"))
+            json(
+                503,
+                &j!({
+                    "error": format!("could not enqueue the task: {e:#}"),
+                    "task_id": task_id,
+                    "status": "FAILURE",
+                }),
+            )
         }
     }
+}
+
+enum Enqueue {
+    /// Nothing was written: Redis could not be reached.
+    NotRecorded(anyhow::Error),
+    /// The task was recorded, the bridge did not take it: it is now FAILURE.
+    Refused(anyhow::Error),
 }
 
 async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
@@ -148,39 +168,46 @@ async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
 /// Records the task as PENDING, then hands the event to the bridge. If the
 /// bridge does not take it, the record says FAILURE, so no task is left
 /// PENDING forever.
-async fn enqueue(body: ProcessRequest, tenant: String) -> Result<String> {
-    let task_id = uuid::Uuid::new_v4().to_string();
-    let conn = redis(DB_TASKS)?;
-    let now = now_secs().to_string();
-    write_task(
-        &conn,
-        &task_id,
-        &[
-            ("status", TaskStatus::Pending.as_str()),
-            ("prompt", &body.prompt),
-            ("tenant", &tenant),
-            ("created_at", &now),
-        ],
-    )?;
-    count("tasks_pending");
-
+async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Result<(), Enqueue> {
+    let url = var("bridge_url")
+        .map(|base| format!("{base}/enqueue"))
+        .map_err(Enqueue::NotRecorded)?;
+    record_pending(task_id, &body.prompt, &tenant).map_err(Enqueue::NotRecorded)?;
     let event = RawEvent {
         version: EVENT_VERSION,
-        task_id: Some(task_id.clone()),
+        task_id: Some(task_id.to_string()),
         prompt: body.prompt,
         tenant: Some(tenant),
         use_cache: body.use_cache,
         metadata: body.metadata,
     };
-    let url = format!("{}/enqueue", var("bridge_url")?);
     if let Err(e) = call::<_, serde_json::Value>(&url, &event).await {
         let msg = format!("could not enqueue: {e:#}");
         let failed = TaskStatus::Failure.as_str();
-        write_task(&conn, &task_id, &[("status", failed), ("error", &msg)])?;
+        redis(DB_TASKS)
+            .and_then(|conn| write_task(&conn, task_id, &[("status", failed), ("error", &msg)]))
+            .map_err(Enqueue::NotRecorded)?;
         count("tasks_failure");
-        return Err(e);
+        return Err(Enqueue::Refused(e));
     }
-    Ok(task_id)
+    Ok(())
+}
+
+fn record_pending(task_id: &str, prompt: &str, tenant: &str) -> Result<()> {
+    let conn = redis(DB_TASKS)?;
+    let now = now_secs().to_string();
+    write_task(
+        &conn,
+        task_id,
+        &[
+            ("status", TaskStatus::Pending.as_str()),
+            ("prompt", prompt),
+            ("tenant", tenant),
+            ("created_at", &now),
+        ],
+    )?;
+    count("tasks_pending");
+    Ok(())
 }
 
 fn task(req: &Request, id: &str) -> Response {
