@@ -120,7 +120,12 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
             .env("AIES_INVOKE_URL", system.url("/invoke"))
             .env("AIES_INVOKE_TOKEN", crate::harness::INVOKE_TOKEN)
             .env("AIES_SESSION_TIMEOUT_MS", "6000")
-            .env("RUST_LOG", "warn")
+            // AIES_TEST_BRIDGE_LOG=librdkafka=debug (with AIES_KAFKA_DEBUG=cgrp)
+            // shows the group's joins and assignments.
+            .env(
+                "RUST_LOG",
+                std::env::var("AIES_TEST_BRIDGE_LOG").unwrap_or("warn".into()),
+            )
             .spawn()
             .map(crate::harness::Process)
             .expect("starting aies-bridge")
