@@ -92,8 +92,8 @@ fn bridge_binary() -> std::path::PathBuf {
 /// events are redelivered to the next bridge and finish exactly once in
 /// the result backend.
 ///
-/// Ignored by default: with Tansu 0.6 as the broker, about one run in six
-/// (always within the parallel suite, never alone) the next bridge never got
+/// Ignored by default: with Tansu 0.6 as the broker, twice in about eleven
+/// runs (always within the parallel suite, never alone) the next bridge never got
 /// one of the dead bridge's partitions, so that partition's events waited
 /// past the test's deadline; nothing was lost. Run it with
 /// `make test ARGS=--ignored` (see NOTES.md).
