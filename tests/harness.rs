@@ -540,6 +540,25 @@ impl System {
         }
     }
 
+    /// Calls llm-invoke as the bridge does on its last attempt for an event
+    /// (so a failure is recorded instead of retried), and returns the task.
+    pub async fn invoke_last_attempt(&self, task_id: &str, prompt: &str) -> TaskResult {
+        let request = serde_json::json!({
+            "task_id": task_id, "prompt": prompt, "tenant": "default",
+            "use_cache": false, "final_attempt": true
+        });
+        let resp = self
+            .client
+            .post(self.url("/invoke"))
+            .bearer_auth(INVOKE_TOKEN)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

@@ -174,7 +174,7 @@ async fn a_bridge_killed_mid_batch_loses_no_event() {
 /// the reason, instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_that_never_answers_times_out_and_fails_the_task() {
-    use aies_contract::{TaskResult, TaskStatus};
+    use aies_contract::TaskStatus;
     let fake = crate::fake_llm::FakeLlm::start().await;
     fake.set_delay(Duration::from_secs(30));
     let mut options = Options::new("llm-timeout").llm(&fake, "openai");
@@ -183,20 +183,7 @@ async fn an_llm_that_never_answers_times_out_and_fails_the_task() {
         .variables
         .insert("llm_max_retries".into(), "1".into());
     let system = System::start(options).await;
-    let task: TaskResult = system
-        .client
-        .post(system.url("/invoke"))
-        .bearer_auth(crate::harness::INVOKE_TOKEN)
-        .json(&serde_json::json!({
-            "task_id": "slow-1", "prompt": "Take your time", "tenant": "default",
-            "use_cache": false, "final_attempt": true
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = system.invoke_last_attempt("slow-1", "Take your time").await;
     assert_eq!(task.status, TaskStatus::Failure, "{task:?}");
     let error = task.error.unwrap();
     assert!(

@@ -2,13 +2,13 @@
 //! grows its memory without bound, and outbound calls to hosts the manifest
 //! does not allow. It keeps serving afterwards.
 
-use aies_contract::{TaskResult, TaskStatus};
+use aies_contract::TaskStatus;
 use aies_host::{HostConfig, Server};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{manifest, manifest_variant, model_dir, Options, System, INVOKE_TOKEN};
+use crate::harness::{manifest, manifest_variant, model_dir, Options, System};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_component_is_stopped_and_the_host_goes_on() {
@@ -77,21 +77,7 @@ async fn outbound_calls_reach_only_the_hosts_the_manifest_allows() {
     options.model_dir = Some(model_dir());
     let system = System::start(options).await;
 
-    let invoke = serde_json::json!({
-        "task_id": "denied-1", "prompt": "Say hi", "tenant": "default",
-        "use_cache": false, "final_attempt": true
-    });
-    let task: TaskResult = system
-        .client
-        .post(system.url("/invoke"))
-        .bearer_auth(INVOKE_TOKEN)
-        .json(&invoke)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = system.invoke_last_attempt("denied-1", "Say hi").await;
     assert_eq!(task.status, TaskStatus::Failure, "{task:?}");
     assert!(task.error.unwrap().contains("HttpRequestDenied"));
     assert_eq!(fake.calls(), 0, "the request must never leave the host");
