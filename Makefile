@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test bench fmt clippy clean
+.PHONY: setup build components native up test bench fmt clippy clean replay-dlq
 
 setup:
 	bash scripts/setup.sh
@@ -11,17 +11,22 @@ components:
 	cd components && CARGO_TARGET_DIR=target cargo build --target wasm32-wasip2 --release --locked
 
 native:
-	cargo build --release --locked -p aies-host -p aies-bridge
+	cargo build --release --locked -p aies-host -p aies-bridge -p aies-up
 
 build: components native
 
 up:
 	bash scripts/up.sh
 
-# Tests start their own Redis Stack and Tansu broker on free ports; one runs
-# the aies-bridge binary (built by `native`) as a process to SIGKILL it.
+# Tests start their own Redis Stack and Tansu brokers on free ports; the fault
+# tests run aies-host, aies-bridge and aies-up (built by `native`) as processes
+# to kill them.
 test: components native
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
+
+# Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
+replay-dlq: native
+	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
 
 bench: build
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench

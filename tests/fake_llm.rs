@@ -26,6 +26,8 @@ struct Shared {
     embeddings: AtomicUsize,
     /// Simulated generation time of every answer, in milliseconds.
     delay_ms: AtomicU64,
+    /// When not 0, every call answers this status (an outage).
+    fail_always: std::sync::atomic::AtomicU16,
 }
 
 pub struct FakeLlm {
@@ -75,6 +77,13 @@ impl FakeLlm {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Every call answers `status` until called again with `None`.
+    pub fn fail_always(&self, status: Option<u16>) {
+        self.shared
+            .fail_always
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
     /// The next call answers `status` (with `Retry-After` when given).
     pub fn fail_next(&self, status: u16, retry_after: Option<u64>) {
         self.shared
@@ -88,7 +97,11 @@ impl FakeLlm {
 /// Counts the call and returns the scheduled failure, if any.
 fn scheduled_failure(shared: &Shared, body: Value) -> Option<Response> {
     shared.calls.fetch_add(1, Ordering::SeqCst);
-    let (status, retry_after) = shared.failures.lock().unwrap().pop_front()?;
+    let always = shared.fail_always.load(Ordering::SeqCst);
+    let (status, retry_after) = match always {
+        0 => shared.failures.lock().unwrap().pop_front()?,
+        s => (s, None),
+    };
     let status = StatusCode::from_u16(status).unwrap();
     let mut headers = HeaderMap::new();
     if let Some(s) = retry_after {

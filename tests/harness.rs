@@ -47,7 +47,7 @@ pub fn model_dir() -> PathBuf {
     manifest().parent().unwrap().join(".spin/ai-models")
 }
 
-fn tool(var: &str) -> PathBuf {
+pub fn tool(var: &str) -> PathBuf {
     let path = std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with `make test` (after `make setup`)")
     });
@@ -60,14 +60,14 @@ fn tool(var: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-fn wait_for_port(port: u16, what: &str) {
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
@@ -192,6 +192,7 @@ cd / && rm -rf "$OLDPWD""#;
 #[derive(Clone)]
 pub struct Topics {
     pub raw: String,
+    pub api: String,
     pub results: String,
     pub dead_letter: String,
     pub group: String,
@@ -202,6 +203,7 @@ impl Topics {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let t = Self {
             raw: format!("{test}-{id}-crudos"),
+            api: format!("{test}-{id}-api"),
             results: format!("{test}-{id}-procesados"),
             dead_letter: format!("{test}-{id}-dlq"),
             group: format!("{test}-{id}-group"),
@@ -210,7 +212,7 @@ impl Topics {
             .set("bootstrap.servers", &broker().bootstrap)
             .create()
             .unwrap();
-        let topics: Vec<_> = [&t.raw, &t.results, &t.dead_letter]
+        let topics: Vec<_> = [&t.raw, &t.api, &t.results, &t.dead_letter]
             .into_iter()
             .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
             .collect();
@@ -249,15 +251,25 @@ pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, 
 
 pub type Messages = Vec<(Option<String>, String)>;
 
-/// Reads `topic` from the start until `done` says the messages read so far
-/// are enough, or fails after `within`.
+/// Reads `topic` of the shared broker from the start until `done` says the
+/// messages read so far are enough, or fails after `within`.
 async fn read_until(
     topic: &str,
     within: Duration,
     done: impl Fn(&Messages) -> bool,
 ) -> Result<Messages> {
+    read_until_at(&broker().bootstrap, topic, within, done).await
+}
+
+/// [`read_until`] on the broker at `bootstrap`.
+pub async fn read_until_at(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&Messages) -> bool,
+) -> Result<Messages> {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker().bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -300,8 +312,13 @@ pub async fn consume_distinct(topic: &str, count: usize, within: Duration) -> Re
 
 /// Messages currently in `topic` (sum of the partitions' high watermarks).
 pub fn topic_size(topic: &str, partitions: i32) -> i64 {
+    topic_size_at(&broker().bootstrap, topic, partitions)
+}
+
+/// [`topic_size`] on the broker at `bootstrap`.
+pub fn topic_size_at(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
     let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker().bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "watermarks")
         .create()
         .unwrap();
@@ -326,6 +343,9 @@ pub struct Options {
     pub model_dir: Option<PathBuf>,
     /// The host's limit on waiting for an outbound HTTP answer.
     pub outbound_timeout: Option<Duration>,
+    /// The token the first bridge sends (the app always expects
+    /// [`INVOKE_TOKEN`]): a wrong one makes every invocation fail.
+    pub bridge_token: &'static str,
 }
 
 impl Options {
@@ -337,6 +357,7 @@ impl Options {
             manifest: None,
             model_dir: None,
             outbound_timeout: None,
+            bridge_token: INVOKE_TOKEN,
         }
     }
 
@@ -367,7 +388,7 @@ pub struct System {
     pub http: SocketAddr,
     pub client: reqwest::Client,
     /// The first bridge's settings, for starting more members of its group.
-    bridge_config: BridgeConfig,
+    pub bridge_config: BridgeConfig,
     /// Stops each bridge, in start order; `None` once stopped.
     bridges: Vec<Option<oneshot::Sender<()>>>,
     _host_stop: oneshot::Sender<()>,
@@ -381,11 +402,12 @@ impl System {
         let mut bridge_config = BridgeConfig::defaults();
         bridge_config.brokers = broker().bootstrap.clone();
         bridge_config.raw_topic = topics.raw.clone();
+        bridge_config.api_topic = topics.api.clone();
         bridge_config.result_topic = topics.results.clone();
         bridge_config.dead_letter_topic = topics.dead_letter.clone();
         bridge_config.group = topics.group.clone();
         bridge_config.listen = "127.0.0.1:0".parse().unwrap();
-        bridge_config.invoke_token = INVOKE_TOKEN.into();
+        bridge_config.invoke_token = options.bridge_token.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
         let mut bridge = Bridge::bind(bridge_config.clone())
@@ -441,7 +463,9 @@ impl System {
 
     /// Starts one more bridge in the same consumer group; returns its index.
     pub async fn add_bridge(&mut self) -> usize {
-        let bridge = Bridge::bind(self.bridge_config.clone()).await.unwrap();
+        let mut config = self.bridge_config.clone();
+        config.invoke_token = INVOKE_TOKEN.into();
+        let bridge = Bridge::bind(config).await.unwrap();
         self.run_bridge(bridge);
         self.bridges.len() - 1
     }

@@ -1,6 +1,6 @@
 //! The bridge's settings: flags, each with an environment variable.
 
-use aies_contract::{CONSUMER_GROUP, DEAD_LETTER_TOPIC, RAW_TOPIC, RESULT_TOPIC};
+use aies_contract::{API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, RAW_TOPIC, RESULT_TOPIC};
 use clap::Parser;
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,14 +19,23 @@ pub struct BridgeConfig {
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
+    /// The batch lane: events from any producer.
     #[arg(long, env = "AIES_RAW_TOPIC", default_value = RAW_TOPIC)]
     pub raw_topic: String,
+    /// The API lane: events from `POST /enqueue`, read apart from the batch
+    /// lane so they never wait behind its backlog.
+    #[arg(long, env = "AIES_API_TOPIC", default_value = API_TOPIC)]
+    pub api_topic: String,
     #[arg(long, env = "AIES_RESULT_TOPIC", default_value = RESULT_TOPIC)]
     pub result_topic: String,
     #[arg(long, env = "AIES_DEAD_LETTER_TOPIC", default_value = DEAD_LETTER_TOPIC)]
     pub dead_letter_topic: String,
+    /// The batch lane's consumer group; the API lane's is this plus `_api`.
     #[arg(long, env = "AIES_CONSUMER_GROUP", default_value = CONSUMER_GROUP)]
     pub group: String,
+    /// Partitions of each topic the bridge creates when it is missing.
+    #[arg(long, env = "AIES_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub topic_partitions: i32,
     /// Where ingest hands events over (`POST /enqueue`).
     #[arg(long, env = "AIES_BRIDGE_LISTEN", default_value = "127.0.0.1:3100")]
     pub listen: SocketAddr,
@@ -45,7 +54,7 @@ pub struct BridgeConfig {
         hide_env_values = true
     )]
     pub invoke_token: Secret,
-    /// Events processed at once.
+    /// Events processed at once, per lane.
     #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value_t = 32)]
     pub max_in_flight: usize,
     /// Attempts per event before it goes to the dead-letter topic.
@@ -62,6 +71,10 @@ pub struct BridgeConfig {
     /// long a group waits for a member that stopped polling (milliseconds).
     #[arg(long, env = "AIES_MAX_POLL_INTERVAL_MS", default_value_t = 60_000)]
     pub max_poll_interval_ms: u64,
+    /// A lane with events waiting that receives nothing for this long
+    /// (seconds) is stalled: it says so and rejoins its group.
+    #[arg(long, env = "AIES_STALL_TIMEOUT_SECS", default_value_t = 15)]
+    pub stall_timeout_secs: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,
@@ -75,6 +88,20 @@ impl BridgeConfig {
 
     pub fn invoke_timeout(&self) -> Duration {
         Duration::from_secs(self.invoke_timeout_secs)
+    }
+
+    pub fn api_group(&self) -> String {
+        format!("{}_api", self.group)
+    }
+
+    /// The app's health route, beside llm-invoke's: tells an outage of the
+    /// pipeline (app or Redis down) from a failure of one event.
+    pub fn health_url(&self) -> anyhow::Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&self.invoke_url)
+            .map_err(|e| anyhow::anyhow!("AIES_INVOKE_URL {:?}: {e}", self.invoke_url))?;
+        url.set_path("/health");
+        url.set_query(None);
+        Ok(url)
     }
 }
 

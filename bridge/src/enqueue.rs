@@ -1,6 +1,7 @@
 //! `POST /enqueue`: the way events enter Kafka from the Spin app, which
 //! cannot speak the Kafka protocol. Answers 202 only once the broker has
-//! acknowledged the event (`acks=all`).
+//! acknowledged the event (`acks=all`). Events go to the API lane
+//! (`datos_api`), never behind the batch lane's backlog.
 
 use aies_contract::{valid_task_id, ErrorBody, RawEvent, MAX_PROMPT_CHARS};
 use anyhow::Result;
@@ -12,10 +13,11 @@ use axum::{Json, Router};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-use crate::BridgeConfig;
+use crate::{BridgeConfig, Metrics};
 
 #[derive(Clone)]
 struct Ctx {
@@ -27,15 +29,26 @@ pub async fn serve(
     listener: TcpListener,
     producer: FutureProducer,
     config: BridgeConfig,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let ctx = Ctx {
         producer,
-        topic: config.raw_topic,
+        topic: config.api_topic,
     };
+    let metrics = get(move || async move {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            metrics.encode(),
+        )
+    });
     let app = Router::new()
         .route("/enqueue", post(enqueue))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", metrics)
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(ctx);
     tracing::info!("enqueue endpoint on http://{}", listener.local_addr()?);

@@ -1,26 +1,36 @@
 //! aies-bridge: the Kafka side of AI-EventStream.
 //!
 //! - **Enqueue** (`POST /enqueue`): ingest hands events here; they are
-//!   produced to `datos_crudos` (idempotent producer, `acks=all`) before the
-//!   request is answered, so an accepted event is durable.
-//! - **Relay**: consumes `datos_crudos` in group `ai_eventstream_consumers`,
-//!   invokes llm-invoke over HTTP per event, produces the final result to
-//!   `datos_procesados`, and only then lets the partition's offset move on.
-//!   Events with the same key run one after another; different keys run
-//!   concurrently. Failures are retried with backoff, then dead-lettered.
+//!   produced to the API lane, `datos_api` (idempotent producer, `acks=all`),
+//!   before the request is answered, so an accepted event is durable.
+//! - **Relay**: consumes the API lane and the batch lane (`datos_crudos`, in
+//!   group `ai_eventstream_consumers`) apart, invokes llm-invoke over HTTP
+//!   per event, produces the final result to `datos_procesados`, and only
+//!   then lets the partition's offset move on. Events with the same key run
+//!   one after another; different keys run concurrently. Failures are
+//!   retried with backoff, then dead-lettered; `aies-bridge replay-dlq`
+//!   moves dead letters back.
+//! - `GET /metrics`: Prometheus metrics of both.
 
 pub mod config;
 mod enqueue;
+pub mod metrics;
 mod offsets;
 mod relay;
+pub mod replay;
+mod topics;
+mod watchdog;
 
 pub use config::BridgeConfig;
+pub use metrics::Metrics;
+pub use relay::ORIGIN_HEADER;
 
 use anyhow::{Context, Result};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -53,18 +63,21 @@ impl Bridge {
     /// Runs the enqueue endpoint and the relay until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let producer = producer(&self.config)?;
+        let metrics = Arc::new(Metrics::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        topics::ensure(&self.config).await;
         let enqueue = enqueue::serve(
             self.listener,
             producer.clone(),
             self.config.clone(),
+            metrics.clone(),
             wait(stop_rx.clone()),
         );
-        let relay = relay::run(self.config, producer, wait(stop_rx));
+        let relay = relay::run(self.config, producer, metrics, stop_rx);
         let (e, r) = tokio::join!(enqueue, relay);
         e.and(r)
     }
@@ -74,7 +87,7 @@ async fn wait(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
+pub(crate) fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")

@@ -2,14 +2,42 @@
 //! (`aies-bridge --help`).
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Relay Kafka into the AI-EventStream pipeline")]
+struct Cli {
+    #[command(flatten)]
+    config: aies_bridge::BridgeConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Relay events and serve /enqueue (what runs without a command).
+    Run,
+    /// Move dead letters back to the batch lane (all, or by reason or age).
+    ReplayDlq(aies_bridge::replay::ReplayArgs),
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let config = aies_bridge::BridgeConfig::parse();
+    let cli = Cli::parse();
+    if let Some(Command::ReplayDlq(args)) = &cli.command {
+        let summary = aies_bridge::replay::replay(&cli.config, args).await?;
+        let verb = if args.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        };
+        println!("{summary}\n{verb} {} dead letters", summary.matched);
+        return Ok(());
+    }
+    let config = cli.config;
     if config.invoke_token.expose().is_empty() {
         tracing::warn!(
             "AIES_INVOKE_TOKEN is empty: llm-invoke must then accept unauthenticated calls"

@@ -5,7 +5,7 @@
 //! events that have all finished: it is the lowest offset still in flight,
 //! or one past the highest finished offset when nothing is in flight.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Default)]
 struct Partition {
@@ -33,6 +33,15 @@ impl OffsetTracker {
             *p = Partition::default();
         }
         p.in_flight.insert(offset);
+    }
+
+    /// Partitions with events in flight.
+    pub fn busy_partitions(&self) -> HashSet<i32> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| !p.in_flight.is_empty())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The event finished (done, or dead-lettered). Returns the partition's

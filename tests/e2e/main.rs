@@ -3,11 +3,15 @@
 
 mod bad_input;
 mod batch;
+mod dead_letters;
 mod embeddings;
 mod failures;
+mod faults;
+mod lanes;
 mod limits;
 mod pipeline;
 mod providers;
+mod up;
 mod wasm;
 
 pub use aies_tests::{fake_llm, harness};

@@ -236,6 +236,60 @@ pub fn write_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> 
     Ok(())
 }
 
+/// Marks a task as running, atomically (one Lua script): a task that is
+/// already final is left alone and `false` comes back, so a late duplicate of
+/// an event never turns a SUCCESS back into STARTED.
+pub fn start_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
+    const SCRIPT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 3))
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1"#;
+    task_script(conn, SCRIPT, task_id, fields)
+}
+
+/// Records a task's outcome exactly once, atomically (one Lua script): the
+/// first writer claims `finished_at` and writes its fields in the same step;
+/// any later writer gets `false` and changes nothing. A crash can never leave
+/// a claimed record without its status.
+pub fn finish_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
+    const SCRIPT: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1"#;
+    task_script(conn, SCRIPT, task_id, fields)
+}
+
+/// `EVAL script 1 <task key> now ttl field value ..`; true when the script
+/// answered 1.
+fn task_script(
+    conn: &Connection,
+    script: &str,
+    task_id: &str,
+    fields: &[(&str, &str)],
+) -> Result<bool> {
+    let ttl: i64 = var_parsed("result_ttl_seconds")?;
+    let mut args = vec![
+        arg(script),
+        RedisParameter::Int64(1),
+        arg(aies_contract::task_key(task_id)),
+        arg(now_secs().to_string()),
+        arg(ttl.to_string()),
+    ];
+    for (field, value) in fields {
+        args.push(arg(field));
+        args.push(arg(value));
+    }
+    let reply = execute(conn, "EVAL", &args)?;
+    Ok(matches!(reply.first(), Some(RedisResult::Int64(1))))
+}
+
 /// A task record (a hash in DB 2), as read with `HGETALL`.
 pub struct TaskRecord(Vec<(String, String)>);
 
@@ -261,5 +315,13 @@ impl TaskRecord {
             error: self.get("error"),
             model: self.get("model"),
         })
+    }
+}
+
+/// The task as recorded; an error when the record has no valid status.
+pub fn stored_task(conn: &Connection, task_id: &str) -> Result<aies_contract::TaskResult> {
+    match TaskRecord::read(conn, task_id)?.task(task_id) {
+        Some(task) => Ok(task),
+        None => bail!("task {task_id} has no valid status"),
     }
 }

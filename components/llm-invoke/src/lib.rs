@@ -18,12 +18,11 @@
 //! the bridge says this is its final attempt.
 
 use aies_contract::{
-    task_key, valid_task_id, valid_tenant, InvokeRequest, Outcome, StoreRequest, TaskResult,
-    TaskStatus,
+    valid_task_id, valid_tenant, InvokeRequest, Outcome, StoreRequest, TaskResult, TaskStatus,
 };
 use aies_guest::{
-    arg, call, count, error, execute, json, now_secs, parse_body, post_json, redis, stage_url, var,
-    var_parsed, write_task, TaskRecord, DB_TASKS,
+    call, count, error, json, parse_body, post_json, redis, stage_url, start_task, stored_task,
+    var, var_parsed, TaskRecord, DB_TASKS,
 };
 use anyhow::{anyhow, Result};
 use serde_json::{json as j, Value};
@@ -87,7 +86,7 @@ async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
         return Ok(task);
     }
     // Events from third-party producers have no record yet: this creates it.
-    write_task(
+    let started = start_task(
         &conn,
         &req.task_id,
         &[
@@ -96,9 +95,10 @@ async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
             ("tenant", &req.tenant),
         ],
     )?;
-    let now = now_secs().to_string();
-    let key = task_key(&req.task_id);
-    execute(&conn, "HSETNX", &[arg(&key), arg("created_at"), arg(&now)])?;
+    if !started {
+        // Another delivery of this event finished it meanwhile.
+        return stored_task(&conn, &req.task_id);
+    }
     count("tasks_started");
 
     let outcome = match generate(&req.prompt).await {

@@ -1,24 +1,23 @@
 //! store: `POST /store`, the end of the pipeline for one task.
 //!
 //! Writes the outcome into the task record (Redis DB 2) exactly once: the
-//! first writer claims the record with `HSETNX finished_at`, and any later
-//! write for the same task (a redelivered event) gets the stored result back
-//! unchanged. Then it fills the semantic cache (best effort: a cache that
-//! cannot be filled costs a future hit, not this result) and announces the
-//! completion on the `ai_eventstream:task_completed` channel.
+//! first writer claims the record with `HSETNX finished_at` and writes its
+//! fields in the same Lua script, and any later write for the same task (a
+//! redelivered event) gets the stored result back unchanged. Then it fills
+//! the semantic cache (best effort: a cache that cannot be filled costs a
+//! future hit, not this result) and announces the completion on the
+//! `ai_eventstream:task_completed` channel.
 
 use aies_contract::{
-    task_key, valid_task_id, valid_tenant, EmbedRequest, EmbedResponse, InsertRequest, Outcome,
-    StoreRequest, TaskResult, TaskStatus, COMPLETION_CHANNEL,
+    valid_task_id, valid_tenant, EmbedRequest, EmbedResponse, InsertRequest, Outcome, StoreRequest,
+    TaskResult, TaskStatus, COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    arg, call, count, error, execute, json, now_secs, parse_body, redis, stage_url, write_task,
-    TaskRecord, DB_TASKS,
+    call, count, error, finish_task, json, parse_body, redis, stage_url, stored_task, DB_TASKS,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::RedisResult;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -40,12 +39,6 @@ async fn handle(req: Request) -> Response {
 
 async fn store(req: StoreRequest) -> Result<TaskResult> {
     let conn = redis(DB_TASKS)?;
-    let key = task_key(&req.task_id);
-    let now = now_secs().to_string();
-    let claimed = execute(&conn, "HSETNX", &[arg(&key), arg("finished_at"), arg(&now)])?;
-    if !matches!(claimed.first(), Some(RedisResult::Int64(1))) {
-        return stored(&conn, &req.task_id);
-    }
     let (status, mut fields) = match &req.outcome {
         Outcome::Success { result, model } => (
             TaskStatus::Success,
@@ -58,7 +51,9 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
         ("prompt", req.prompt.as_str()),
         ("tenant", req.tenant.as_str()),
     ]);
-    write_task(&conn, &req.task_id, &fields)?;
+    if !finish_task(&conn, &req.task_id, &fields)? {
+        return stored_task(&conn, &req.task_id);
+    }
     count(match status {
         TaskStatus::Success => "tasks_success",
         _ => "tasks_failure",
@@ -73,7 +68,7 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
     if let Err(e) = conn.publish(COMPLETION_CHANNEL, &serde_json::to_vec(&notice)?) {
         eprintln!("task {}: completion notice failed: {e}", req.task_id);
     }
-    stored(&conn, &req.task_id)
+    stored_task(&conn, &req.task_id)
 }
 
 async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
@@ -99,12 +94,4 @@ async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
     )
     .await?;
     Ok(())
-}
-
-/// The task as recorded.
-fn stored(conn: &spin_sdk::redis::Connection, task_id: &str) -> Result<TaskResult> {
-    match TaskRecord::read(conn, task_id)?.task(task_id) {
-        Some(task) => Ok(task),
-        None => bail!("task {task_id} has no valid status"),
-    }
 }

@@ -7,13 +7,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Raw events: from the API (through the bridge) or from any producer.
+/// Raw events from any producer: the batch lane.
 pub const RAW_TOPIC: &str = "datos_crudos";
+/// Events from the API: the interactive lane, read apart from (and never
+/// behind) the batch lane's backlog.
+pub const API_TOPIC: &str = "datos_api";
 /// Final results, one message per finished task.
 pub const RESULT_TOPIC: &str = "datos_procesados";
 /// Events that exhausted their retries or could not be parsed.
 pub const DEAD_LETTER_TOPIC: &str = "datos_crudos_dlq";
-/// The bridge's consumer group.
+/// The bridge's consumer group (the API lane's group adds `_api`).
 pub const CONSUMER_GROUP: &str = "ai_eventstream_consumers";
 /// Redis pub/sub channel on which store announces finished tasks.
 pub const COMPLETION_CHANNEL: &str = "ai_eventstream:task_completed";

@@ -1,0 +1,287 @@
+//! `aies-bridge replay-dlq`: moves dead letters back to `datos_crudos`.
+//!
+//! Kafka cannot delete one record, so "moved" is recorded in the
+//! dead-letter topic itself: after a dead letter is replayed, a marker (no
+//! payload, header `aies-replayed` = its offset) follows it in the same
+//! partition, and later runs skip what is marked. Group
+//! `<group>_dlq_replay` keeps a cursor per partition below which everything
+//! was replayed, so a run reads only what it has not settled.
+//!
+//! A replayed event keeps its key, payload and origin (so a prompt-only
+//! event keeps its task id) and carries `aies-replay-of`. A crash between
+//! the replay and its marker replays that event once more on the next run,
+//! which the task record absorbs (a finished task is not run again).
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::relay::{header, DEAD_LETTER_HEADERS, ORIGIN_HEADER};
+use crate::BridgeConfig;
+
+/// Header of a replayed event: the dead letter it came from
+/// (`topic/partition/offset`).
+pub const REPLAY_HEADER: &str = "aies-replay-of";
+/// Header of a marker: the offset of the dead letter it settles.
+pub const REPLAYED_HEADER: &str = "aies-replayed";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ReplayArgs {
+    /// Only dead letters whose reason contains this text (any case).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only dead letters at least this old, e.g. `10m`, `2h`, `3days`.
+    #[arg(long)]
+    pub older_than: Option<humantime::Duration>,
+    /// Count what would be replayed, by reason; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a run found and did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Dead letters that matched (and were replayed, unless a dry run).
+    pub matched: usize,
+    /// Dead letters left in place by the filters.
+    pub skipped: usize,
+    /// Matching dead letters per reason (the reason's first 120 characters).
+    pub by_reason: BTreeMap<String, usize>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (reason, n) in &self.by_reason {
+            writeln!(f, "{n:>8}  {reason}")?;
+        }
+        write!(
+            f,
+            "{} matching, {} left in place by the filters",
+            self.matched, self.skipped
+        )
+    }
+}
+
+/// One dead letter, as read.
+struct DeadLetter {
+    reason: String,
+    age: Option<Duration>,
+}
+
+pub async fn replay(config: &BridgeConfig, args: &ReplayArgs) -> Result<Summary> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("{}_dlq_replay", config.group))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .context("creating the Kafka consumer")?;
+    let producer = crate::producer(config)?;
+    let topic = config.dead_letter_topic.as_str();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .with_context(|| format!("reading the partitions of {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut all = TopicPartitionList::new();
+    for p in &partitions {
+        all.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(all, TIMEOUT)?;
+    let mut summary = Summary::default();
+    let mut cursors = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
+        let start = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(n)) => n.max(low),
+            _ => low,
+        };
+        if start >= high {
+            continue;
+        }
+        let cursor = replay_partition(
+            config,
+            &consumer,
+            &producer,
+            args,
+            p,
+            start,
+            high,
+            &mut summary,
+        )
+        .await?;
+        cursors.add_partition_offset(topic, p, Offset::Offset(cursor))?;
+    }
+    if !args.dry_run && cursors.count() > 0 {
+        consumer
+            .commit(&cursors, CommitMode::Sync)
+            .context("saving the replay cursor")?;
+    }
+    Ok(summary)
+}
+
+/// Replays the matching, unmarked dead letters of one partition in
+/// `[start, high)`; returns the new cursor (the first one left in place).
+#[allow(clippy::too_many_arguments)]
+async fn replay_partition(
+    config: &BridgeConfig,
+    consumer: &BaseConsumer,
+    producer: &FutureProducer,
+    args: &ReplayArgs,
+    partition: i32,
+    start: i64,
+    high: i64,
+    summary: &mut Summary,
+) -> Result<i64> {
+    let topic = config.dead_letter_topic.as_str();
+    // First pass: which dead letters are already settled by a marker.
+    let mut marked = HashSet::new();
+    read(consumer, topic, partition, start, high, |m| {
+        if let Some(o) = header(m, REPLAYED_HEADER).and_then(|v| v.parse::<i64>().ok()) {
+            marked.insert(o);
+        }
+        Ok(())
+    })?;
+    // Second pass: replay the rest that match.
+    let mut letters = Vec::new();
+    let mut cursor = None;
+    read(consumer, topic, partition, start, high, |m| {
+        if header(m, REPLAYED_HEADER).is_some() || marked.contains(&m.offset()) {
+            return Ok(());
+        }
+        let letter = DeadLetter {
+            reason: header(m, "error").unwrap_or("(no reason)").to_string(),
+            age: m.timestamp().to_millis().and_then(|ms| {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+                now.checked_sub(Duration::from_millis(ms.try_into().ok()?))
+            }),
+        };
+        if !matches(args, &letter) {
+            summary.skipped += 1;
+            cursor.get_or_insert(m.offset());
+            return Ok(());
+        }
+        summary.matched += 1;
+        let reason: String = letter.reason.chars().take(120).collect();
+        *summary.by_reason.entry(reason).or_default() += 1;
+        if !args.dry_run {
+            letters.push(m.detach());
+        }
+        Ok(())
+    })?;
+    for letter in letters {
+        send_back(config, producer, &letter).await?;
+        let offset = letter.offset().to_string();
+        let marker = FutureRecord::<(), ()>::to(topic)
+            .partition(partition)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: REPLAYED_HEADER,
+                value: Some(&offset),
+            }));
+        producer
+            .send(marker, TIMEOUT)
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("writing the replay marker: {e}"))?;
+    }
+    Ok(cursor.unwrap_or(high))
+}
+
+fn matches(args: &ReplayArgs, letter: &DeadLetter) -> bool {
+    let reason_ok = args
+        .reason
+        .as_ref()
+        .is_none_or(|r| letter.reason.to_lowercase().contains(&r.to_lowercase()));
+    let age_ok = args
+        .older_than
+        .is_none_or(|min| letter.age.is_some_and(|age| age >= *min));
+    reason_ok && age_ok
+}
+
+/// Produces a dead letter back to the batch lane, without the dead-letter
+/// headers, marked as a replay.
+async fn send_back(
+    config: &BridgeConfig,
+    producer: &FutureProducer,
+    letter: &rdkafka::message::OwnedMessage,
+) -> Result<()> {
+    let place = format!(
+        "{}/{}/{}",
+        letter.topic(),
+        letter.partition(),
+        letter.offset()
+    );
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = letter.headers() {
+        for h in h
+            .iter()
+            .filter(|h| !DEAD_LETTER_HEADERS.contains(&h.key) && h.key != REPLAY_HEADER)
+        {
+            headers = headers.insert(h);
+        }
+    }
+    // Dead letters written before origins were recorded: the source headers.
+    if header(letter, ORIGIN_HEADER).is_none() {
+        if let (Some(t), Some(p), Some(o)) = (
+            header(letter, "source_topic"),
+            header(letter, "source_partition"),
+            header(letter, "source_offset"),
+        ) {
+            let origin = format!("{t}/{p}/{o}");
+            headers = headers.insert(Header {
+                key: ORIGIN_HEADER,
+                value: Some(&origin),
+            });
+        }
+    }
+    headers = headers.insert(Header {
+        key: REPLAY_HEADER,
+        value: Some(&place),
+    });
+    let mut record = FutureRecord::to(&config.raw_topic)
+        .payload(letter.payload().unwrap_or_default())
+        .headers(headers);
+    if let Some(key) = letter.key() {
+        record = record.key(key);
+    }
+    producer
+        .send(record, TIMEOUT)
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("producing to {}: {e}", config.raw_topic))?;
+    Ok(())
+}
+
+/// Reads `[start, high)` of one partition, calling `each` per record.
+fn read(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    high: i64,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage) -> Result<()>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&tpl)?;
+    let mut next = start;
+    while next < high {
+        match consumer.poll(TIMEOUT) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                each(&m)?;
+            }
+            Some(Err(e)) => return Err(e).context("reading the dead-letter topic"),
+            None => {
+                anyhow::bail!("{topic}/{partition}: nothing read at offset {next} in {TIMEOUT:?}")
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! `aies-up`: starts the whole local stack and owns it (what `make up` runs).
+//!
+//! 1. Takes `<data>/up.lock`: a second `aies-up` on the same data refuses to
+//!    start and names the one running.
+//! 2. Checks every port it is about to listen on; a taken port is named with
+//!    the process holding it, and nothing is started.
+//! 3. Starts Redis Stack, the Tansu broker, the app (`aies-host`) and the
+//!    bridge, each waiting for the one before to listen. Every child gets
+//!    `PR_SET_PDEATHSIG`, so it dies with `aies-up` even if `aies-up` is
+//!    killed with SIGKILL, and its own process group, so a terminal's Ctrl-C
+//!    reaches only `aies-up`, which then stops them in order.
+//! 4. SIGINT, SIGTERM or SIGHUP (with or without a terminal, from a script or
+//!    a service manager) stops bridge, app, broker and Redis, in that order,
+//!    each given a grace period before SIGKILL. A child that dies on its own
+//!    stops the rest and `aies-up` exits with an error naming it.
+
+mod ports;
+mod services;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use services::{Running, Signals, Spec};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Start the local AI-EventStream stack; Ctrl-C stops it all"
+)]
+struct Args {
+    /// Where Redis, the broker and the logs keep their files.
+    #[arg(long, env = "AIES_DATA_DIR", default_value = ".data")]
+    data_dir: PathBuf,
+    /// The Spin application manifest.
+    #[arg(long, env = "AIES_MANIFEST", default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// The API (the app's HTTP trigger).
+    #[arg(long, env = "AIES_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// The bridge's enqueue endpoint and metrics.
+    #[arg(long, env = "AIES_BRIDGE_LISTEN", default_value = "127.0.0.1:3100")]
+    bridge_listen: SocketAddr,
+    #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1")]
+    redis_host: String,
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    redis_port: u16,
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    kafka: String,
+    /// Start a local Redis Stack (default: when REDIS_HOST is this machine).
+    #[arg(long, env = "AIES_START_REDIS")]
+    start_redis: Option<bool>,
+    /// Start a local Tansu broker (default: when KAFKA_BOOTSTRAP_SERVERS is
+    /// one address on this machine).
+    #[arg(long, env = "AIES_START_KAFKA")]
+    start_kafka: Option<bool>,
+    /// redis-server with RediSearch support (set by scripts/env.sh).
+    #[arg(long, env = "REDIS_SERVER_BIN")]
+    redis_server: Option<PathBuf>,
+    #[arg(long, env = "REDISEARCH_SO")]
+    redisearch: Option<PathBuf>,
+    #[arg(long, env = "TANSU_BIN")]
+    tansu: Option<PathBuf>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aies-up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    // Whoever started us (make, a script) dying counts as being told to stop.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    let data = &args.data_dir;
+    for dir in ["logs", "redis", "kafka"] {
+        std::fs::create_dir_all(data.join(dir))
+            .with_context(|| format!("creating {}", data.join(dir).display()))?;
+    }
+    let _lock = lock(data)?;
+    let specs = plan(&args)?;
+    ports::check(specs.iter().filter_map(|s| s.listen.map(|a| (s.name, a))))?;
+
+    let mut signals = Signals::new()?;
+    let mut running = Running::default();
+    for spec in specs {
+        let name = spec.name;
+        if let Err(e) = running.start(spec, &data.join("logs"), &mut signals).await {
+            running.stop_all().await;
+            return match e.downcast::<services::Interrupted>() {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.context(format!("starting {name}"))),
+            };
+        }
+    }
+    banner(&args, std::process::id());
+    let outcome = running.watch(&mut signals).await;
+    running.stop_all().await;
+    match outcome {
+        services::Ended::Signal(sig) => {
+            println!("stopped ({sig})");
+            Ok(ExitCode::SUCCESS)
+        }
+        services::Ended::Exited(name, status) => bail!(
+            "{name} exited ({status}); everything else was stopped. See {}",
+            data.join("logs").join(format!("{name}.log")).display()
+        ),
+    }
+}
+
+/// Holds `<data>/up.lock` for the life of the process (the kernel lets go
+/// of it when the process dies, however it dies).
+fn lock(data: &Path) -> Result<std::fs::File> {
+    let path = data.join("up.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if let Err(e) = file.try_lock() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        match e {
+            std::fs::TryLockError::WouldBlock => bail!(
+                "AI-EventStream is already running on {} (aies-up pid {}); stop it first \
+                 (Ctrl-C where it runs, or `kill {}`)",
+                data.display(),
+                if holder.is_empty() { "?" } else { holder },
+                if holder.is_empty() { "<pid>" } else { holder },
+            ),
+            std::fs::TryLockError::Error(e) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+    file.set_len(0)?;
+    std::io::Write::write_all(&mut file, format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(file)
+}
+
+fn is_local(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "localhost" | "::1")
+}
+
+/// What to start, in order.
+fn plan(args: &Args) -> Result<Vec<Spec>> {
+    let data = &args.data_dir;
+    let required = |path: &Option<PathBuf>, var: &str| -> Result<PathBuf> {
+        match path {
+            Some(p) if p.exists() => Ok(p.clone()),
+            Some(p) => bail!(
+                "{var}={} does not exist: run `make setup` first",
+                p.display()
+            ),
+            None => bail!("{var} is not set: run `make setup`, then `make up`"),
+        }
+    };
+    let mut specs = Vec::new();
+    if args
+        .start_redis
+        .unwrap_or_else(|| is_local(&args.redis_host))
+    {
+        let dir = std::fs::canonicalize(data.join("redis"))?;
+        specs.push(
+            Spec::new(
+                "redis",
+                required(&args.redis_server, "REDIS_SERVER_BIN")?,
+                Some(SocketAddr::from(([127, 0, 0, 1], args.redis_port))),
+                Duration::from_secs(15),
+            )
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &args.redis_port.to_string(),
+            ])
+            .args(["--appendonly", "yes", "--save", "60 1", "--dir"])
+            .arg(dir)
+            .arg("--loadmodule")
+            .arg(required(&args.redisearch, "REDISEARCH_SO")?),
+        );
+    }
+    let kafka: Option<SocketAddr> = args
+        .kafka
+        .parse()
+        .ok()
+        .filter(|a: &SocketAddr| a.ip().is_loopback());
+    if args.start_kafka.unwrap_or(kafka.is_some()) {
+        let Some(addr) = kafka else {
+            bail!(
+                "a local broker needs KAFKA_BOOTSTRAP_SERVERS to be one address on this machine, \
+                 not {:?}",
+                args.kafka
+            );
+        };
+        let url = format!("tcp://{addr}");
+        specs.push(
+            Spec::new(
+                "tansu",
+                required(&args.tansu, "TANSU_BIN")?,
+                Some(addr),
+                Duration::from_secs(15),
+            )
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .cwd(data.join("kafka")),
+        );
+    }
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("aies-up has no folder")?
+        .to_path_buf();
+    let token = random_hex(24)?;
+    let mut host = Spec::new(
+        "host",
+        bin_dir.join("aies-host"),
+        Some(args.listen),
+        Duration::from_secs(15),
+    )
+    .args(["--listen", &args.listen.to_string(), "--manifest"])
+    .arg(&args.manifest)
+    .env("SPIN_VARIABLE_REDIS_HOST", &args.redis_host)
+    .env("SPIN_VARIABLE_REDIS_PORT", args.redis_port.to_string())
+    .env(
+        "SPIN_VARIABLE_BRIDGE_URL",
+        format!("http://{}", args.bridge_listen),
+    )
+    .env("SPIN_VARIABLE_INVOKE_TOKEN", &token);
+    // The seed's names for the providers, passed on as Spin variables.
+    for (var, spin) in [
+        ("VECTOR_DIMENSION", "VECTOR_DIMENSION"),
+        ("GOOGLE_API_KEY", "GOOGLE_API_KEY"),
+        ("GEMINI_MODEL", "GEMINI_MODEL"),
+        ("OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+        ("OPENAI_API_KEY", "OPENAI_API_KEY"),
+        ("OPENAI_MODEL", "OPENAI_MODEL"),
+    ] {
+        if let Ok(value) = std::env::var(var).map(|v| v.trim_end_matches('/').to_string()) {
+            if !value.is_empty() {
+                host = host.env(format!("SPIN_VARIABLE_{spin}"), value);
+            }
+        }
+    }
+    specs.push(host);
+    specs.push(
+        Spec::new(
+            "bridge",
+            bin_dir.join("aies-bridge"),
+            Some(args.bridge_listen),
+            // Draining events in flight (30 s) and the final commit (10 s).
+            Duration::from_secs(45),
+        )
+        .env("KAFKA_BOOTSTRAP_SERVERS", &args.kafka)
+        .env("AIES_BRIDGE_LISTEN", args.bridge_listen.to_string())
+        .env("AIES_INVOKE_URL", format!("http://{}/invoke", args.listen))
+        .env("AIES_INVOKE_TOKEN", &token),
+    );
+    Ok(specs)
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn banner(args: &Args, pid: u32) {
+    let llm = if std::env::var("GOOGLE_API_KEY").is_ok_and(|k| !k.is_empty()) {
+        format!(
+            "Gemini ({})",
+            std::env::var("GEMINI_MODEL").unwrap_or("gemini-2.0-flash".into())
+        )
+    } else if let Ok(base) = std::env::var("OPENAI_BASE_URL") {
+        format!("OpenAI-compatible at {base}")
+    } else if std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.is_empty()) {
+        "OpenAI-compatible at https://api.openai.com".into()
+    } else {
+        "OFFLINE STAND-IN (not a real LLM: set GOOGLE_API_KEY or OPENAI_BASE_URL)".into()
+    };
+    let (listen, bridge) = (args.listen, args.bridge_listen);
+    println!(
+        "
+  AI-EventStream is up
+  API        http://{listen}   (POST /process, GET /task/{{id}}, GET /metrics, GET /health)
+  LLM        {llm}
+  Embeddings local all-MiniLM-L6-v2 (offline)
+  Redis      {}:{} (data in {}/redis)
+  Kafka      {} (lanes datos_api and datos_crudos; results datos_procesados; dead letters datos_crudos_dlq)
+  Bridge     http://{bridge}   (GET /metrics)
+  Logs       {}/logs/
+
+  Try: curl -s -XPOST http://{listen}/process -H 'content-type: application/json' \\
+         -d '{{\"prompt\":\"What is the capital of France?\"}}'
+  Ctrl-C (or SIGTERM to pid {pid}) stops everything, in order.
+",
+        args.redis_host,
+        args.redis_port,
+        args.data_dir.display(),
+        args.kafka,
+        args.data_dir.display(),
+    );
+}
