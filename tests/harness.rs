@@ -168,14 +168,7 @@ cd / && rm -rf "$OLDPWD""#;
             .arg("tansu-watchdog")
             .arg(&dir)
             .arg(tool("TANSU_BIN"))
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(crate::stack::tansu_args(&url))
             .stdin(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -228,13 +221,7 @@ impl Topics {
 }
 
 pub fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &broker().bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap()
+    crate::stack::kafka_producer(&broker().bootstrap)
 }
 
 pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&str>, payload: &str) {

@@ -101,16 +101,19 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-/// Waits until something listens on `port`.
-pub async fn listening(port: u16, what: &str, within: Duration) {
+/// Waits until something listens on `port`; false if nothing did in time.
+pub async fn listening(port: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_err()
     {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        if Instant::now() > deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    true
 }
 
 /// Ports of one stack; kept across restarts.
@@ -156,10 +159,9 @@ impl Setup {
             ports: Ports::free(),
             dir,
             llm_url: fake.base_url(),
-            bridge_env: vec![
-                ("AIES_SESSION_TIMEOUT_MS".into(), "6000".into()),
-                ("AIES_RETRY_BACKOFF_MS".into(), "100".into()),
-            ],
+            // The bridge's own session timeout (10 s): Tansu evicts live
+            // members with 6 s or less (NOTES.md).
+            bridge_env: vec![("AIES_RETRY_BACKOFF_MS".into(), "100".into())],
         }
     }
 
@@ -195,7 +197,9 @@ impl Setup {
         .arg(tool("REDISEARCH_SO"))
         .stdout(self.log("redis"));
         let redis = Proc::spawn("redis", &mut cmd);
-        listening(self.ports.redis, "redis-server", Duration::from_secs(30)).await;
+        if !listening(self.ports.redis, Duration::from_secs(30)).await {
+            panic!("redis-server did not listen:\n{}", self.log_text("redis"));
+        }
         redis
     }
 
@@ -203,13 +207,13 @@ impl Setup {
         let url = format!("tcp://127.0.0.1:{}", self.ports.kafka);
         let mut cmd = Command::new(tool("TANSU_BIN"));
         cmd.current_dir(self.dir.path().join("kafka"))
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(tansu_args(&url))
             .stdout(self.log("tansu"))
             .stderr(self.log("tansu"));
         let broker = Proc::spawn("tansu", &mut cmd);
-        listening(self.ports.kafka, "tansu", Duration::from_secs(30)).await;
+        if !listening(self.ports.kafka, Duration::from_secs(30)).await {
+            panic!("tansu did not listen:\n{}", self.log_text("tansu"));
+        }
         broker
     }
 
@@ -235,7 +239,9 @@ impl Setup {
         }
         cmd.stdout(self.log("host")).stderr(self.log("host"));
         let host = Proc::spawn("host", &mut cmd);
-        listening(self.ports.http, "aies-host", Duration::from_secs(120)).await;
+        if !listening(self.ports.http, Duration::from_secs(120)).await {
+            panic!("aies-host did not listen:\n{}", self.log_text("host"));
+        }
         host
     }
 
@@ -334,6 +340,20 @@ impl Stack {
             ..outcome
         }
     }
+}
+
+/// `tansu broker` listening on `url` (`tcp://host:port`), SQLite storage in
+/// the working directory.
+pub fn tansu_args(url: &str) -> [&str; 7] {
+    [
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "sqlite://tansu.db",
+    ]
 }
 
 pub fn kafka_producer(bootstrap: &str) -> FutureProducer {

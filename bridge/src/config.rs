@@ -72,8 +72,9 @@ pub struct BridgeConfig {
     #[arg(long, env = "AIES_MAX_POLL_INTERVAL_MS", default_value_t = 60_000)]
     pub max_poll_interval_ms: u64,
     /// A lane with events waiting that receives nothing for this long
-    /// (seconds) is stalled: it says so and rejoins its group.
-    #[arg(long, env = "AIES_STALL_TIMEOUT_SECS", default_value_t = 15)]
+    /// (seconds) is stalled: it says so and rejoins its group. Keep it at or
+    /// above the group's session timeout.
+    #[arg(long, env = "AIES_STALL_TIMEOUT_SECS", default_value_t = 10)]
     pub stall_timeout_secs: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]

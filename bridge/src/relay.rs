@@ -603,8 +603,10 @@ async fn measure_lag(
     topic: String,
     out: watch::Sender<Option<LagReport>>,
 ) {
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(WATCH_EVERY).await;
+        every.tick().await;
         let (c, t) = (current.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || watchdog::measure(&c.consumer, &t)).await {
             Ok(Ok(report)) => {

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::relay::{header, DEAD_LETTER_HEADERS, ORIGIN_HEADER};
+use crate::topics::group_positions;
 use crate::BridgeConfig;
 
 /// Header of a replayed event: the dead letter it came from
@@ -83,42 +84,23 @@ pub async fn replay(config: &BridgeConfig, args: &ReplayArgs) -> Result<Summary>
         .context("creating the Kafka consumer")?;
     let producer = crate::producer(config)?;
     let topic = config.dead_letter_topic.as_str();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .with_context(|| format!("reading the partitions of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut all = TopicPartitionList::new();
-    for p in &partitions {
-        all.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(all, TIMEOUT)?;
+    let run = Run {
+        config,
+        consumer: &consumer,
+        producer: &producer,
+        args,
+    };
     let mut summary = Summary::default();
     let mut cursors = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        let start = match committed.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(n)) => n.max(low),
-            _ => low,
-        };
+    for p in group_positions(&consumer, topic, TIMEOUT)
+        .with_context(|| format!("reading the partitions of {topic}"))?
+    {
+        let (partition, start, high) = (p.partition, p.committed, p.high);
         if start >= high {
             continue;
         }
-        let cursor = replay_partition(
-            config,
-            &consumer,
-            &producer,
-            args,
-            p,
-            start,
-            high,
-            &mut summary,
-        )
-        .await?;
-        cursors.add_partition_offset(topic, p, Offset::Offset(cursor))?;
+        let cursor = run.partition(partition, start, high, &mut summary).await?;
+        cursors.add_partition_offset(topic, partition, Offset::Offset(cursor))?;
     }
     if !args.dry_run && cursors.count() > 0 {
         consumer
@@ -128,70 +110,82 @@ pub async fn replay(config: &BridgeConfig, args: &ReplayArgs) -> Result<Summary>
     Ok(summary)
 }
 
-/// Replays the matching, unmarked dead letters of one partition in
-/// `[start, high)`; returns the new cursor (the first one left in place).
-#[allow(clippy::too_many_arguments)]
-async fn replay_partition(
-    config: &BridgeConfig,
-    consumer: &BaseConsumer,
-    producer: &FutureProducer,
-    args: &ReplayArgs,
-    partition: i32,
-    start: i64,
-    high: i64,
-    summary: &mut Summary,
-) -> Result<i64> {
-    let topic = config.dead_letter_topic.as_str();
-    // First pass: which dead letters are already settled by a marker.
-    let mut marked = HashSet::new();
-    read(consumer, topic, partition, start, high, |m| {
-        if let Some(o) = header(m, REPLAYED_HEADER).and_then(|v| v.parse::<i64>().ok()) {
-            marked.insert(o);
+/// One replay run's clients and settings.
+struct Run<'a> {
+    config: &'a BridgeConfig,
+    consumer: &'a BaseConsumer,
+    producer: &'a FutureProducer,
+    args: &'a ReplayArgs,
+}
+
+impl Run<'_> {
+    /// Replays the matching, unmarked dead letters of one partition in
+    /// `[start, high)`; returns the new cursor (the first one left in place).
+    async fn partition(
+        &self,
+        partition: i32,
+        start: i64,
+        high: i64,
+        summary: &mut Summary,
+    ) -> Result<i64> {
+        let Run {
+            config,
+            consumer,
+            producer,
+            args,
+        } = *self;
+        let topic = config.dead_letter_topic.as_str();
+        // First pass: which dead letters are already settled by a marker.
+        let mut marked = HashSet::new();
+        read(consumer, topic, partition, start, high, |m| {
+            if let Some(o) = header(m, REPLAYED_HEADER).and_then(|v| v.parse::<i64>().ok()) {
+                marked.insert(o);
+            }
+            Ok(())
+        })?;
+        // Second pass: replay the rest that match.
+        let mut letters = Vec::new();
+        let mut cursor = None;
+        read(consumer, topic, partition, start, high, |m| {
+            if header(m, REPLAYED_HEADER).is_some() || marked.contains(&m.offset()) {
+                return Ok(());
+            }
+            let letter = DeadLetter {
+                reason: header(m, "error").unwrap_or("(no reason)").to_string(),
+                age: m.timestamp().to_millis().and_then(|ms| {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+                    now.checked_sub(Duration::from_millis(ms.try_into().ok()?))
+                }),
+            };
+            if !matches(args, &letter) {
+                summary.skipped += 1;
+                cursor.get_or_insert(m.offset());
+                return Ok(());
+            }
+            summary.matched += 1;
+            let reason: String = letter.reason.chars().take(120).collect();
+            *summary.by_reason.entry(reason).or_default() += 1;
+            if !args.dry_run {
+                letters.push(m.detach());
+            }
+            Ok(())
+        })?;
+        for letter in letters {
+            send_back(config, producer, &letter).await?;
+            let offset = letter.offset().to_string();
+            let marker = FutureRecord::<(), ()>::to(topic)
+                .partition(partition)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: REPLAYED_HEADER,
+                    value: Some(&offset),
+                }));
+            producer
+                .send(marker, TIMEOUT)
+                .await
+                .map_err(|(e, _)| anyhow::anyhow!("writing the replay marker: {e}"))?;
         }
-        Ok(())
-    })?;
-    // Second pass: replay the rest that match.
-    let mut letters = Vec::new();
-    let mut cursor = None;
-    read(consumer, topic, partition, start, high, |m| {
-        if header(m, REPLAYED_HEADER).is_some() || marked.contains(&m.offset()) {
-            return Ok(());
-        }
-        let letter = DeadLetter {
-            reason: header(m, "error").unwrap_or("(no reason)").to_string(),
-            age: m.timestamp().to_millis().and_then(|ms| {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-                now.checked_sub(Duration::from_millis(ms.try_into().ok()?))
-            }),
-        };
-        if !matches(args, &letter) {
-            summary.skipped += 1;
-            cursor.get_or_insert(m.offset());
-            return Ok(());
-        }
-        summary.matched += 1;
-        let reason: String = letter.reason.chars().take(120).collect();
-        *summary.by_reason.entry(reason).or_default() += 1;
-        if !args.dry_run {
-            letters.push(m.detach());
-        }
-        Ok(())
-    })?;
-    for letter in letters {
-        send_back(config, producer, &letter).await?;
-        let offset = letter.offset().to_string();
-        let marker = FutureRecord::<(), ()>::to(topic)
-            .partition(partition)
-            .headers(OwnedHeaders::new().insert(Header {
-                key: REPLAYED_HEADER,
-                value: Some(&offset),
-            }));
-        producer
-            .send(marker, TIMEOUT)
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("writing the replay marker: {e}"))?;
+        Ok(cursor.unwrap_or(high))
     }
-    Ok(cursor.unwrap_or(high))
 }
 
 fn matches(args: &ReplayArgs, letter: &DeadLetter) -> bool {

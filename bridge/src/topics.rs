@@ -1,10 +1,12 @@
 //! The bridge creates the topics it uses when they are missing, so a fresh
 //! broker (or one with automatic topic creation off) works at once.
 
+use anyhow::Result;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::Duration;
 
 use crate::BridgeConfig;
@@ -42,4 +44,49 @@ pub async fn ensure(config: &BridgeConfig) {
         }
         Err(e) => tracing::warn!("creating the topics: {e}"),
     }
+}
+
+/// Where a group stands in one partition.
+pub struct GroupPosition {
+    pub partition: i32,
+    pub high: i64,
+    /// The group's committed offset; the low watermark when it has none.
+    pub committed: i64,
+}
+
+/// Every partition of `topic` with its watermarks and the committed offset
+/// of `consumer`'s group (blocking queries, each bounded by `timeout`).
+pub fn group_positions(
+    consumer: &impl Consumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<GroupPosition>> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut all = TopicPartitionList::new();
+    for id in &ids {
+        all.add_partition(topic, *id);
+    }
+    let committed = consumer.committed_offsets(all, timeout)?;
+    ids.into_iter()
+        .map(|partition| {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+            let committed = match committed
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(n)) => n.max(low),
+                _ => low,
+            };
+            Ok(GroupPosition {
+                partition,
+                high,
+                committed,
+            })
+        })
+        .collect()
 }

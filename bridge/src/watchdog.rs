@@ -22,7 +22,8 @@
 
 use anyhow::Result;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+
+use crate::topics::group_positions;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -56,37 +57,21 @@ pub struct LagReport {
 
 /// Queries the broker (blocking: run it off the async threads).
 pub fn measure(consumer: &StreamConsumer, topic: &str) -> Result<LagReport> {
-    let metadata = consumer.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
-    let ids: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     let assignment = consumer.assignment()?;
-    let mut all = TopicPartitionList::new();
-    for id in &ids {
-        all.add_partition(topic, *id);
-    }
-    // Without the group's offsets there is nothing to judge by.
-    let committed = consumer.committed_offsets(all, QUERY_TIMEOUT)?;
-    let mut partitions = Vec::new();
-    for id in ids {
-        let (low, high) = consumer.fetch_watermarks(topic, id, QUERY_TIMEOUT)?;
-        let committed = match committed.find_partition(topic, id).map(|e| e.offset()) {
-            Some(Offset::Offset(n)) => n.max(low),
-            _ => low,
-        };
-        partitions.push(PartitionLag {
-            partition: id,
-            high,
-            committed,
-            mine: assignment.find_partition(topic, id).is_some(),
-        });
-    }
+    let partitions = group_positions(consumer, topic, QUERY_TIMEOUT)?
+        .into_iter()
+        .map(|p| PartitionLag {
+            partition: p.partition,
+            high: p.high,
+            committed: p.committed,
+            mine: assignment.find_partition(topic, p.partition).is_some(),
+        })
+        .collect();
     Ok(LagReport { partitions })
 }
 
-/// Remembers since when each committed offset has stood still.
+/// Remembers since when each committed offset has stood still with events
+/// waiting behind it.
 #[derive(Default)]
 pub struct Watchdog {
     since: HashMap<i32, (i64, Instant)>,
@@ -94,16 +79,18 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Takes in a measurement; offsets that moved restart their clocks.
+    /// Takes in a measurement; an offset that moved, or has nothing waiting
+    /// behind it, restarts its clock.
     pub fn observe(&mut self, report: &LagReport, now: Instant) {
         for p in &report.partitions {
             let entry = self.since.entry(p.partition).or_insert((p.committed, now));
-            if entry.0 != p.committed {
+            if entry.0 != p.committed || p.lag() == 0 {
                 *entry = (p.committed, now);
             }
         }
         let total: i64 = report.partitions.iter().map(|p| p.committed).sum();
-        if self.group.is_none_or(|(t, _)| t != total) {
+        let waiting = report.partitions.iter().any(|p| p.lag() > 0);
+        if !waiting || self.group.is_none_or(|(t, _)| t != total) {
             self.group = Some((total, now));
         }
     }
@@ -169,7 +156,7 @@ mod tests {
         }
     }
 
-    const T: Duration = Duration::from_secs(15);
+    const T: Duration = Duration::from_secs(10);
 
     /// The watchdog's view after the offsets stood still for `still`.
     fn verdict(partitions: Vec<PartitionLag>, busy: &[i32], still: Duration) -> Option<String> {
@@ -188,6 +175,26 @@ mod tests {
         assert_eq!(verdict(vec![p(0, 10, 4, true)], &[0], T * 10), None);
         // Not long enough yet.
         assert_eq!(verdict(vec![p(0, 10, 4, true)], &[], T / 2), None);
+    }
+
+    #[test]
+    fn an_event_that_just_arrived_in_an_idle_partition_is_not_a_stall() {
+        let start = Instant::now();
+        let mut w = Watchdog::default();
+        let idle = LagReport {
+            partitions: vec![p(0, 0, 0, true)],
+        };
+        // A minute of nothing, measured every few seconds...
+        for step in 0..30 {
+            w.observe(&idle, start + WATCH_EVERY * step);
+        }
+        // ... then one event, not yet committed.
+        let later = start + WATCH_EVERY * 30;
+        let one = LagReport {
+            partitions: vec![p(0, 1, 0, true)],
+        };
+        w.observe(&one, later);
+        assert_eq!(w.stalled(&one, &HashSet::new(), T, later), None);
     }
 
     #[test]

@@ -33,6 +33,14 @@ async fn progress_after(setup: &Setup, count: usize, since: Instant) -> Duration
     since.elapsed()
 }
 
+/// How often the relay's watchdog found its group stalled, from its log.
+fn stalls(log: &str) -> String {
+    format!(
+        "the relay rejoined a stalled group {} times",
+        log.matches("relay stalled").count()
+    )
+}
+
 /// Produces the batch and waits until a quarter of it is done.
 async fn batch_under_way(setup: &Setup, label: &str) -> usize {
     setup.produce(label, 0..N).await;
@@ -53,7 +61,10 @@ async fn a_bridge_killed_with_sigkill_mid_batch_loses_nothing() {
     stack.bridge = stack.setup.start_bridge().await;
     let recovery = progress_after(&stack.setup, done, killed).await;
     let outcome = stack.assert_exactly_once(N, &fake, IN_FLIGHT).await;
-    println!("bridge SIGKILL: {outcome}; progress again {recovery:?} after the kill");
+    println!(
+        "bridge SIGKILL: {outcome}; progress again {recovery:?} after the kill; {}",
+        stalls(&stack.setup.log_text("bridge"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +78,10 @@ async fn a_broker_killed_mid_batch_and_restarted_on_its_storage_loses_nothing() 
     stack.broker = stack.setup.start_broker().await;
     let recovery = progress_after(&stack.setup, done, killed).await;
     let outcome = stack.assert_exactly_once(N, &fake, IN_FLIGHT).await;
-    println!("broker SIGKILL: {outcome}; progress again {recovery:?} after the kill");
+    println!(
+        "broker SIGKILL: {outcome}; progress again {recovery:?} after the kill; {}",
+        stalls(&stack.setup.log_text("bridge"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,10 +236,9 @@ async fn every_process_killed_at_once_then_make_up_again_loses_nothing() {
     let outcome =
         stack::assert_exactly_once(setup.ports.redis, &results, N, fake.calls(), IN_FLIGHT).await;
     let log = std::fs::read_to_string(data.join("logs/bridge.log")).unwrap_or_default();
-    let stalls = log.matches("relay stalled").count();
     println!(
-        "all SIGKILL, aies-up again: {outcome}; progress again {recovery:?} after the kill; \
-         the relay rejoined a stalled group {stalls} times"
+        "all SIGKILL, aies-up again: {outcome}; progress again {recovery:?} after the kill; {}",
+        stalls(&log)
     );
     let status = up.terminate(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "aies-up exited with {status}");
@@ -274,7 +287,10 @@ async fn the_relay_starts_consuming_within_30_s_twenty_times_running() {
     let outcome = stack
         .assert_exactly_once(N, &fake, IN_FLIGHT * ROUNDS / 2)
         .await;
-    println!("{ROUNDS} bridge restarts: first result at most {slowest:?} after a start; {outcome}");
+    println!(
+        "{ROUNDS} bridge restarts: first result at most {slowest:?} after a start; {outcome}; {}",
+        stalls(&stack.setup.log_text("bridge"))
+    );
 }
 
 /// The whole stack (`aies-up`) started on fresh data 20 times, events
