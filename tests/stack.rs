@@ -291,6 +291,19 @@ impl Setup {
     }
 }
 
+impl Drop for Setup {
+    /// A failed test keeps its data and logs, and says where.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!(
+                "kept the failed test's data and logs in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 /// The whole system, each part a process of its own.
 pub struct Stack {
     pub setup: Setup,

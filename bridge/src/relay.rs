@@ -205,6 +205,7 @@ impl Relay {
         let watcher = tokio::spawn(measure_lag(current.clone(), lane.topic.clone(), lag_tx));
         let _abort = AbortOnDrop(watcher);
         let mut dog = Watchdog::default();
+        let mut last_received = Instant::now();
         // Several bridges should not all rejoin at the same moment.
         let stall_after = stall_after.mul_f64(1.0 + f64::from(jitter_permille()) / 4000.0);
         loop {
@@ -222,7 +223,8 @@ impl Relay {
                         continue;
                     }
                     let busy = current.tracker.lock().unwrap().busy_partitions();
-                    if let Some(why) = dog.stalled(&lag, &busy, stall_after, now) {
+                    let quiet = last_received.elapsed();
+                    if let Some(why) = dog.stalled(&lag, &busy, quiet, stall_after, now) {
                         self.metrics.stalls.get_or_create(&Metrics::lane(lane.name)).inc();
                         tracing::warn!(
                             lane = lane.name, group = %lane.group,
@@ -242,6 +244,7 @@ impl Relay {
                     continue;
                 }
             };
+            last_received = Instant::now();
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,

@@ -13,7 +13,9 @@
 //! and (for its own partitions) its position, and [`Watchdog::stalled`]
 //! decides from how long each committed offset has stood still:
 //! - one of **our** partitions has events waiting, none of them in flight
-//!   here, and its committed offset stood still for `stall_after`;
+//!   here, its committed offset stood still for `stall_after`, and the lane
+//!   received nothing at all for as long (a partition may well wait behind
+//!   the others in the consumer's queue);
 //! - **we own nothing** while the group has events waiting and its committed
 //!   offsets all stood still for `stall_after`;
 //! - **another member's** (or nobody's) partition has events waiting and its
@@ -102,15 +104,18 @@ impl Watchdog {
     }
 
     /// Why the lane is stalled, if it is (see the module docs). `busy`:
-    /// partitions with events in flight here.
+    /// partitions with events in flight here; `quiet`: how long the lane has
+    /// received nothing.
     pub fn stalled(
         &self,
         report: &LagReport,
         busy: &HashSet<i32>,
+        quiet: Duration,
         stall_after: Duration,
         now: Instant,
     ) -> Option<String> {
-        for p in report.partitions.iter().filter(|p| p.mine && p.lag() > 0) {
+        let mine = report.partitions.iter().filter(|p| p.mine && p.lag() > 0);
+        for p in mine.filter(|_| quiet >= stall_after) {
             if !busy.contains(&p.partition) && self.still_for(p.partition, now) >= stall_after {
                 return Some(format!(
                     "partition {} is assigned here with {} events waiting, yet none arrived for {:?}",
@@ -158,14 +163,15 @@ mod tests {
 
     const T: Duration = Duration::from_secs(10);
 
-    /// The watchdog's view after the offsets stood still for `still`.
+    /// The watchdog's view after the offsets stood still, and the lane
+    /// received nothing, for `still`.
     fn verdict(partitions: Vec<PartitionLag>, busy: &[i32], still: Duration) -> Option<String> {
         let report = LagReport { partitions };
         let start = Instant::now();
         let mut w = Watchdog::default();
         w.observe(&report, start);
         let busy = busy.iter().copied().collect();
-        w.stalled(&report, &busy, T, start + still)
+        w.stalled(&report, &busy, still, T, start + still)
     }
 
     #[test]
@@ -194,7 +200,21 @@ mod tests {
             partitions: vec![p(0, 1, 0, true)],
         };
         w.observe(&one, later);
-        assert_eq!(w.stalled(&one, &HashSet::new(), T, later), None);
+        assert_eq!(w.stalled(&one, &HashSet::new(), T * 6, T, later), None);
+    }
+
+    #[test]
+    fn an_own_partition_waiting_behind_the_others_is_not_a_stall() {
+        let report = LagReport {
+            partitions: vec![p(0, 900, 10, true), p(2, 900, 400, true)],
+        };
+        let start = Instant::now();
+        let mut w = Watchdog::default();
+        w.observe(&report, start);
+        // Partition 2 stood still, but events of partition 0 keep arriving.
+        let busy = [0].into_iter().collect();
+        let now = start + T * 2;
+        assert_eq!(w.stalled(&report, &busy, Duration::ZERO, T, now), None);
     }
 
     #[test]
@@ -226,13 +246,15 @@ mod tests {
             let now = start + T * step;
             w.observe(&report(20 + i64::from(step)), now);
             assert_eq!(
-                w.stalled(&report(20 + i64::from(step)), &none, T, now),
+                w.stalled(&report(20 + i64::from(step)), &none, Duration::ZERO, T, now),
                 None
             );
         }
         let now = start + T * 4;
         w.observe(&report(30), now);
-        let why = w.stalled(&report(30), &none, T, now).unwrap();
+        let why = w
+            .stalled(&report(30), &none, Duration::ZERO, T, now)
+            .unwrap();
         assert!(why.contains("partition 1 has 30 events waiting"), "{why}");
     }
 }

@@ -91,7 +91,8 @@ async fn redis_killed_mid_batch_and_restarted_from_its_append_only_file_loses_no
     let done = batch_under_way(&stack.setup, "redis-kill").await;
     stack.redis.kill();
     let killed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than the host's own reconnect attempts ride out.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     stack.redis = stack.setup.start_redis().await;
     let recovery = progress_after(&stack.setup, done, killed).await;
     let outcome = stack.assert_exactly_once(N, &fake, IN_FLIGHT).await;
