@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test bench fmt clippy clean replay-dlq
+.PHONY: setup build components native up test bench fmt clippy clean replay-dlq cache-eval
 
 setup:
 	bash scripts/setup.sh
@@ -27,6 +27,11 @@ test: components native
 # Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
 replay-dlq: native
 	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
+
+# The cache's threshold and guard on the labeled pairs (ARGS: --threshold 0.8,
+# --model-dir DIR --prefix "query: ").
+cache-eval:
+	cargo run --release --locked -p aies-tests --bin aies-cache-eval -- $(ARGS)
 
 bench: build
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench

@@ -4,8 +4,11 @@
 //! - baselines: a KNN query sent straight to Redis Stack by a native client,
 //!   and MiniLM embedding one prompt natively (together, the floor for any
 //!   semantic cache lookup);
-//! - cache hit: `POST /process` answered from the semantic cache (ingest ->
-//!   embed (MiniLM) -> cache-lookup, three wasm components);
+//! - exact-tier hit: the same prompt again, answered without an embedding
+//!   (ingest -> cache-lookup);
+//! - semantic hit: a paraphrase, answered from the semantic cache (ingest ->
+//!   cache-lookup -> embed (MiniLM) -> cache-lookup, guard included);
+//! - the guard alone: reading a prompt and five candidates and checking them;
 //! - miss: the 202 answer, and the time until the task is SUCCESS through
 //!   Kafka, the bridge and an LLM that takes `LLM_MS` to answer.
 
@@ -93,11 +96,33 @@ async fn main() -> Result<()> {
     let mut hits = Vec::new();
     for _ in 0..HITS {
         let started = Instant::now();
-        let (status, _) = system
+        let (status, body) = system
             .process("What's the capital city of France?", None)
             .await;
         hits.push(started.elapsed());
         anyhow::ensure!(status == 200, "expected a cache hit, got {status}");
+        anyhow::ensure!(body["cache"]["tier"] == "semantic", "{body}");
+    }
+    let mut exact = Vec::new();
+    for _ in 0..HITS {
+        let started = Instant::now();
+        let (status, body) = system.process("what is the capital of france", None).await;
+        exact.push(started.elapsed());
+        anyhow::ensure!(
+            body["cache"]["tier"] == "exact",
+            "expected an exact hit: {status} {body}"
+        );
+    }
+    let mut guard = Vec::new();
+    let policy = aies_cache_guard::Policy::default();
+    for _ in 0..HITS {
+        let started = Instant::now();
+        let asked = aies_cache_guard::Analysis::new("What's the capital city of France?");
+        for _ in 0..5 {
+            let cached = aies_cache_guard::Analysis::new("What is the capital of France?");
+            std::hint::black_box(aies_cache_guard::verify(&asked, &cached, 0.95, &policy).ok());
+        }
+        guard.push(started.elapsed());
     }
 
     let mut accepted = Vec::new();
@@ -119,13 +144,23 @@ async fn main() -> Result<()> {
     println!("AI-EventStream latency (one client, sequential requests; LLM stand-in answers in {LLM_MS} ms)");
     let knn = report("baseline: native KNN in Redis", &mut knn);
     let embed = report("baseline: native MiniLM embedding", &mut embeds);
-    let hit = report("cache hit: POST /process -> 200", &mut hits);
+    let hit = report("semantic hit: POST /process -> 200", &mut hits);
+    let exact = report("exact-tier hit: POST /process -> 200", &mut exact);
+    let guard = report("guard: prompt + 5 candidates", &mut guard);
     let acc = report("miss: POST /process -> 202", &mut accepted);
     let done = report("miss: until SUCCESS via Kafka", &mut completed);
     println!();
     println!(
         "cache hit / (embedding + KNN)  {:>6.1}x  (the cost of the wasm pipeline around them)",
         ms(hit) / (ms(embed) + ms(knn))
+    );
+    println!(
+        "exact-tier hit / semantic hit  {:>6.2}x  (no embedding, no KNN)",
+        ms(exact) / ms(hit)
+    );
+    println!(
+        "guard / semantic hit           {:>6.3}x  (what verifying candidates costs)",
+        ms(guard) / ms(hit)
     );
     println!("miss accepted / cache hit      {:>6.1}x", ms(acc) / ms(hit));
     println!(

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod batch;
+mod cache;
 mod dead_letters;
 mod embeddings;
 mod failures;

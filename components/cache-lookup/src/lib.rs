@@ -1,17 +1,24 @@
 //! cache-lookup: the semantic cache in Redis Stack (DB 0).
 //!
-//! - `POST /lookup` `{"tenant","prompt","vector"}`: the nearest entries of
-//!   the tenant; a hit only when cosine similarity >= `similarity_threshold`
-//!   and the cached prompt has the same numbers as this one. Creates the
-//!   HNSW cosine index (`cache_index`, dimension `vector_dimension`) when it
-//!   does not exist yet.
+//! - `POST /lookup` `{"tenant","prompt","vector"?}`: first the **exact
+//!   tier**, the tenant's entry for this prompt up to case, accents,
+//!   punctuation and spacing (no embedding needed: without a vector only
+//!   this tier is asked); then the **semantic tier**, the nearest entries
+//!   of the tenant with cosine similarity >= `similarity_threshold`, best
+//!   first, the first that the guard ([`aies_cache_guard`]) finds to ask
+//!   the same thing. Refused candidates are reported with their reason.
+//!   Creates the HNSW cosine index (`cache_index`, dimension
+//!   `vector_dimension`) when it does not exist yet.
 //! - `POST /insert` `{"tenant","prompt","result","task_id","vector"}`: one
-//!   hash per (tenant, prompt); inserting the same prompt again overwrites it.
+//!   hash per (tenant, normalized prompt); inserting it again overwrites it.
 //!
 //! Tenants are a TAG filter inside the KNN query itself, so one tenant's
 //! entries are never candidates for another's lookup.
 
-use aies_contract::{valid_tenant, CacheHit, InsertRequest, LookupRequest, LookupResponse};
+use aies_cache_guard::{normalize, verify, Analysis, Policy};
+use aies_contract::{
+    valid_tenant, CacheHit, CacheTier, InsertRequest, LookupRequest, LookupResponse,
+};
 use aies_guest::{arg, error, execute, json, parse_body, redis, text, var, var_parsed, DB_CACHE};
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
@@ -20,8 +27,8 @@ use spin_sdk::http_component;
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 const KEY_PREFIX: &str = "aies:cache:";
-/// Nearest entries examined per lookup: the best one that passes every
-/// check (threshold, same numbers) answers.
+/// Nearest entries examined per lookup: the best one above the threshold
+/// that passes the guard answers.
 const CANDIDATES: usize = 5;
 
 #[http_component]
@@ -44,17 +51,25 @@ struct Settings {
     index: String,
     dimension: usize,
     threshold: f32,
+    policy: Policy,
 }
 
 fn settings() -> Result<Settings> {
-    let threshold: f32 = var_parsed("similarity_threshold")?;
-    if !(0.0..=1.0).contains(&threshold) {
-        bail!("similarity_threshold must be between 0 and 1, got {threshold}");
-    }
+    let unit = |name: &str| -> Result<f32> {
+        let value: f32 = var_parsed(name)?;
+        if !(0.0..=1.0).contains(&value) {
+            bail!("{name} must be between 0 and 1, got {value}");
+        }
+        Ok(value)
+    };
     Ok(Settings {
         index: var("cache_index")?,
         dimension: var_parsed("vector_dimension")?,
-        threshold,
+        threshold: unit("similarity_threshold")?,
+        policy: Policy {
+            reworded_similarity: unit("reworded_similarity")?,
+            ..Policy::default()
+        },
     })
 }
 
@@ -76,10 +91,26 @@ fn blob(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
+/// The key of a tenant's entry for a prompt: the exact tier is one read.
+fn entry_key(tenant: &str, prompt: &str) -> String {
+    let digest = Sha256::digest(normalize(prompt).as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{KEY_PREFIX}{tenant}:{hex}")
+}
+
 fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     let s = settings()?;
-    check(&req.tenant, &req.vector, &s)?;
+    if !valid_tenant(&req.tenant) {
+        bail!("invalid tenant {:?}", req.tenant);
+    }
     let conn = redis(DB_CACHE)?;
+    let Some(vector) = req.vector else {
+        return Ok(LookupResponse {
+            hit: exact(&conn, &req.tenant, &req.prompt)?,
+            refused: Vec::new(),
+        });
+    };
+    check(&req.tenant, &vector, &s)?;
     let query = format!(
         "(@tenant:{{{}}})=>[KNN {CANDIDATES} @vector $q AS distance]",
         escape_tag(&req.tenant)
@@ -90,7 +121,7 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         arg("PARAMS"),
         arg("2"),
         arg("q"),
-        arg(blob(&req.vector)),
+        arg(blob(&vector)),
         arg("RETURN"),
         arg(RETURNED.len().to_string()),
         arg(RETURNED[0]),
@@ -104,26 +135,65 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         Ok(reply) => reply,
         Err(e) if is_missing_index(&e) => {
             create_index(&conn, &s)?;
-            return Ok(LookupResponse { hit: None });
+            return Ok(LookupResponse {
+                hit: None,
+                refused: Vec::new(),
+            });
         }
         Err(e) => {
             check_dimension(&conn, &s)?;
             return Err(e);
         }
     };
-    let hits = parse_hits(&reply)?;
+    let mut hits = parse_hits(&reply)?;
     if hits.is_empty() {
         // RediSearch answers a query of the wrong dimension with nothing at
         // all (no error) while the index is empty or small: a miss is when a
         // dimension mismatch must be ruled out, or it would never end.
         check_dimension(&conn, &s)?;
     }
-    let wanted = numbers(&req.prompt);
-    let hit = hits
-        .into_iter()
-        .filter(|h| h.similarity >= s.threshold && numbers(&h.prompt) == wanted)
-        .max_by(|a, b| a.similarity.total_cmp(&b.similarity));
-    Ok(LookupResponse { hit })
+    hits.retain(|h| h.similarity >= s.threshold);
+    hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    let asked = Analysis::new(&req.prompt);
+    let mut refused = Vec::new();
+    for hit in hits {
+        match verify(
+            &asked,
+            &Analysis::new(&hit.prompt),
+            hit.similarity,
+            &s.policy,
+        ) {
+            Ok(_) => {
+                return Ok(LookupResponse {
+                    hit: Some(hit),
+                    refused,
+                })
+            }
+            Err(why) => refused.push(why.as_str().to_string()),
+        }
+    }
+    Ok(LookupResponse { hit: None, refused })
+}
+
+/// The exact tier: the tenant's entry for this very prompt.
+fn exact(conn: &Connection, tenant: &str, prompt: &str) -> Result<Option<CacheHit>> {
+    let key = entry_key(tenant, prompt);
+    let reply = execute(
+        conn,
+        "HMGET",
+        &[arg(&key), arg("prompt"), arg("result"), arg("task_id")],
+    )?;
+    let values: Vec<Option<String>> = reply.iter().map(text).collect();
+    let [Some(prompt), Some(result), Some(task_id)] = values.as_slice() else {
+        return Ok(None);
+    };
+    Ok(Some(CacheHit {
+        tier: CacheTier::Exact,
+        prompt: prompt.clone(),
+        result: result.clone(),
+        similarity: 1.0,
+        task_id: task_id.clone(),
+    }))
 }
 
 /// Escapes a TAG value for a query: RediSearch reads `-` and other
@@ -167,6 +237,7 @@ fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
             bail!("FT.SEARCH returned a document without all of {RETURNED:?}");
         };
         hits.push(CacheHit {
+            tier: CacheTier::Semantic,
             prompt,
             result,
             task_id,
@@ -175,18 +246,6 @@ fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
         });
     }
     Ok(hits)
-}
-
-/// The digit runs of a text, in order ("3", "2024").
-///
-/// Sentence embeddings barely tell numbers apart ("Explain topic number 3"
-/// and "... number 4" score 0.875 with MiniLM, above real paraphrases such
-/// as "Give me a recipe for pancakes" / "Give me a pancake recipe", 0.853),
-/// so a cached answer is only reused for a prompt with the same numbers.
-fn numbers(text: &str) -> Vec<&str> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 fn is_missing_index(e: &anyhow::Error) -> bool {
@@ -252,9 +311,7 @@ fn insert(req: InsertRequest) -> Result<()> {
     let s = settings()?;
     check(&req.tenant, &req.vector, &s)?;
     let conn = redis(DB_CACHE)?;
-    let digest = Sha256::digest(req.prompt.trim().as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let key = format!("{KEY_PREFIX}{}:{hex}", req.tenant);
+    let key = entry_key(&req.tenant, &req.prompt);
     let args = [
         arg(&key),
         arg("tenant"),

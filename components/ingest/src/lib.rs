@@ -8,7 +8,7 @@
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, CacheHit, EmbedRequest, EmbedResponse, LookupRequest,
+    valid_task_id, valid_tenant, CacheHit, CacheTier, EmbedRequest, EmbedResponse, LookupRequest,
     LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT, EVENT_VERSION,
     MAX_PROMPT_CHARS,
 };
@@ -96,11 +96,20 @@ async fn process(req: Request) -> Response {
         match cached(&body.prompt, &tenant).await {
             Ok(Some(hit)) => {
                 count("cache_hits");
+                count(match hit.tier {
+                    CacheTier::Exact => "cache_hits_exact",
+                    CacheTier::Semantic => "cache_hits_semantic",
+                });
                 return json(
                     200,
                     &j!({
                         "status": "SUCCESS",
                         "cached": true,
+                        "cache": {
+                            "tier": hit.tier,
+                            "similarity": hit.similarity,
+                            "matched_prompt": hit.prompt,
+                        },
                         "similarity": hit.similarity,
                         "result": hit.result,
                         "task_id": hit.task_id,
@@ -144,7 +153,18 @@ enum Enqueue {
     Refused(anyhow::Error),
 }
 
+/// The exact tier first (no embedding), then the semantic tier.
 async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
+    let ask = |vector| LookupRequest {
+        tenant: tenant.to_string(),
+        prompt: prompt.to_string(),
+        vector,
+    };
+    let lookup = stage_url("cache-lookup", "/lookup");
+    let exact: LookupResponse = call(&lookup, &ask(None)).await?;
+    if exact.hit.is_some() {
+        return Ok(exact.hit);
+    }
     let embedded: EmbedResponse = call(
         &stage_url("embed", "/embed"),
         &EmbedRequest {
@@ -153,15 +173,10 @@ async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
     )
     .await?;
     let vector = embedded.vectors.into_iter().next().unwrap_or_default();
-    let found: LookupResponse = call(
-        &stage_url("cache-lookup", "/lookup"),
-        &LookupRequest {
-            tenant: tenant.to_string(),
-            prompt: prompt.to_string(),
-            vector,
-        },
-    )
-    .await?;
+    let found: LookupResponse = call(&lookup, &ask(Some(vector))).await?;
+    for why in &found.refused {
+        count(&format!("guard_refused_{why}"));
+    }
     Ok(found.hit)
 }
 
@@ -250,6 +265,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Prompts answered from the semantic cache",
     ),
     (
+        "cache_hits_exact",
+        "aies_cache_hits_exact_total",
+        "Prompts answered by the exact tier (no embedding)",
+    ),
+    (
+        "cache_hits_semantic",
+        "aies_cache_hits_semantic_total",
+        "Prompts answered by the semantic tier",
+    ),
+    (
         "cache_misses",
         "aies_cache_misses_total",
         "Prompts not found in the semantic cache",
@@ -292,6 +317,14 @@ fn metrics() -> Response {
         "# HELP aies_tasks_total Tasks that entered each state\n# TYPE aies_tasks_total counter\n";
     for (field, state) in STATES {
         out += &format!("aies_tasks_total{{status=\"{state}\"}} {}\n", value(field));
+    }
+    out += "# HELP aies_cache_guard_refused_total Cache candidates above the threshold that the guard refused, by reason\n# TYPE aies_cache_guard_refused_total counter\n";
+    for why in aies_cache_guard::Mismatch::ALL.map(|m| m.as_str()) {
+        let field = format!("guard_refused_{why}");
+        out += &format!(
+            "aies_cache_guard_refused_total{{reason=\"{why}\"}} {}\n",
+            value(&field)
+        );
     }
     Response::builder()
         .status(200)

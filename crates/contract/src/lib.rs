@@ -149,17 +149,33 @@ pub struct EmbedResponse {
     pub vectors: Vec<Vec<f32>>,
 }
 
-/// `POST http://cache-lookup.spin.internal/lookup`.
+/// `POST http://cache-lookup.spin.internal/lookup`. Without a vector only
+/// the exact tier is asked (no embedding needed); with one, the semantic
+/// tier too.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LookupRequest {
     pub tenant: String,
-    /// The prompt the vector was made from (a hit must match its numbers).
+    /// The prompt (the exact tier's key; the guard compares it with each
+    /// candidate's).
     pub prompt: String,
-    pub vector: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
+/// Which tier of the cache answered.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheTier {
+    /// The same prompt up to case, accents, punctuation and spacing.
+    Exact,
+    /// A nearby prompt that the guard found to ask the same thing.
+    Semantic,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CacheHit {
+    pub tier: CacheTier,
+    /// The cached prompt that matched.
     pub prompt: String,
     pub result: String,
     pub similarity: f32,
@@ -169,6 +185,10 @@ pub struct CacheHit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LookupResponse {
     pub hit: Option<CacheHit>,
+    /// Candidates above the threshold that the guard refused, with why
+    /// (e.g. `numbers`, `negation`).
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 /// `POST http://cache-lookup.spin.internal/insert`.

@@ -1,0 +1,539 @@
+//! The semantic cache's guard: decides whether a cached prompt asks the
+//! same thing as a new one, so that its answer may be served.
+//!
+//! Sentence embeddings place near-misses next to each other ("5 miles to
+//! km" / "5 km to miles" score above 0.99), so a candidate above the
+//! similarity threshold must also pass these checks, each cheap (no model,
+//! microseconds):
+//!
+//! | check | rejects |
+//! |---|---|
+//! | language | a Spanish question against an English cached one, or the reverse |
+//! | numbers | other numbers, amounts, years, ordinals (digits or words) |
+//! | units | the same number in another unit, currency or time span |
+//! | negation | "cancel" / "do not cancel", "with" / "without" |
+//! | dates | "today" / "tomorrow", another weekday or month |
+//! | direction | from/to swapped ("from savings to checking") |
+//! | order | the same words with roles swapped ("Google bought YouTube") |
+//! | content | a near-duplicate that changes a word: another entity, date, antonym, a narrower or wider scope |
+//!
+//! The content check compares the meaningful words of both prompts
+//! (stopwords and the framing of a request dropped, stemmed, everyday
+//! synonyms and one-letter typos forgiven). Equal: the same question. A
+//! near-duplicate (most words shared) that differs in one: a trap, since
+//! that is how near-misses are made. Worded differently throughout: a
+//! paraphrase only if the embeddings agree strongly
+//! ([`Policy::reworded_similarity`]) and no name or acronym differs.
+
+mod lexicon;
+pub mod text;
+
+use std::collections::HashMap;
+
+use lexicon::{
+    DATES, GENERIC, NEGATIONS, PRONOUNS, SOURCE_MARKERS, SOURCE_MARKERS_ES, STOPWORDS, SYNONYMS,
+    TARGET_MARKERS, TARGET_MARKERS_ES,
+};
+use text::{classify, fold, language, tokenize, Kind, Lang};
+
+/// A prompt, read once.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub lang: Lang,
+    numbers: Vec<String>,
+    /// Days, months, today/tomorrow..., sorted.
+    dates: Vec<String>,
+    /// The folded words in order (acronyms are matched against their initials).
+    words: Vec<String>,
+    /// In the order written: "5 miles to km" is not "5 km to miles".
+    units: Vec<String>,
+    negations: usize,
+    /// What goes where: (from, to) phrases around to-like markers, and
+    /// from a from-like marker to the next to-like one.
+    edges: Vec<(Vec<String>, Vec<String>)>,
+    /// Meaningful words: canonical stem, folded word, and whether it is a name.
+    content: Vec<Word>,
+    /// Who does what to whom: meaningful words, numbers, units and
+    /// pronouns (by person) in order, and the other words as a sorted list.
+    roles: Vec<String>,
+    rest: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Word {
+    stem: String,
+    folded: String,
+    name: bool,
+}
+
+/// Why a candidate was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mismatch {
+    Language,
+    Numbers,
+    Units,
+    Negation,
+    Dates,
+    Direction,
+    Order,
+    /// A near-duplicate that changes a meaningful word.
+    Content,
+    /// Worded differently, and a name or acronym differs.
+    Name,
+    /// Worded differently, and the embeddings do not agree strongly enough.
+    Reworded,
+}
+
+impl Mismatch {
+    pub const ALL: [Mismatch; 10] = [
+        Mismatch::Language,
+        Mismatch::Numbers,
+        Mismatch::Units,
+        Mismatch::Negation,
+        Mismatch::Dates,
+        Mismatch::Direction,
+        Mismatch::Order,
+        Mismatch::Content,
+        Mismatch::Name,
+        Mismatch::Reworded,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mismatch::Language => "language",
+            Mismatch::Numbers => "numbers",
+            Mismatch::Units => "units",
+            Mismatch::Negation => "negation",
+            Mismatch::Dates => "dates",
+            Mismatch::Direction => "direction",
+            Mismatch::Order => "order",
+            Mismatch::Content => "content",
+            Mismatch::Name => "name",
+            Mismatch::Reworded => "reworded",
+        }
+    }
+}
+
+/// How a candidate matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// The same meaningful words.
+    Same,
+    /// Worded differently; the embeddings agree strongly.
+    Reworded,
+}
+
+/// The guard's settings.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Checks switched off (for measuring what each one buys).
+    pub skip: Vec<Mismatch>,
+    /// Share of meaningful words two prompts must have in common to count as
+    /// near-duplicates, whose every difference matters.
+    pub near_duplicate: f32,
+    /// Similarity a differently worded prompt needs.
+    pub reworded_similarity: f32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            skip: Vec::new(),
+            near_duplicate: 0.5,
+            reworded_similarity: 0.85,
+        }
+    }
+}
+
+impl Analysis {
+    pub fn new(prompt: &str) -> Self {
+        let tokens = tokenize(prompt);
+        let lang = language(prompt, &tokens);
+        let kinds = classify(&tokens, lang);
+        let stemmer = rust_stemmers::Stemmer::create(match lang {
+            Lang::Es => rust_stemmers::Algorithm::Spanish,
+            _ => rust_stemmers::Algorithm::English,
+        });
+        let mut a = Analysis {
+            lang,
+            numbers: Vec::new(),
+            units: Vec::new(),
+            negations: 0,
+            edges: Vec::new(),
+            content: Vec::new(),
+            roles: Vec::new(),
+            rest: Vec::new(),
+            dates: Vec::new(),
+            words: tokens.iter().map(|t| t.text.clone()).collect(),
+        };
+        let spanish = lang == Lang::Es;
+        let source =
+            |w: &str| SOURCE_MARKERS.contains(&w) || (spanish && SOURCE_MARKERS_ES.contains(&w));
+        let target =
+            |w: &str| TARGET_MARKERS.contains(&w) || (spanish && TARGET_MARKERS_ES.contains(&w));
+        let canonical = |w: &str| -> String {
+            let w = SYNONYMS
+                .iter()
+                .find(|group| group.contains(&w))
+                .map_or(w, |group| group[0]);
+            stemmer.stem(w).into_owned()
+        };
+        let stop = |j: usize| {
+            let w = tokens[j].text.as_str();
+            kinds[j] == Kind::Word && (STOPWORDS.contains(&w) || source(w) || target(w))
+        };
+        // The meaningful words right next to a marker (up to three), looking
+        // forward or back: "into a 401(k)" -> "401 k".
+        let phrase = |range: Box<dyn Iterator<Item = usize>>| -> Vec<String> {
+            range
+                .skip_while(|&j| stop(j))
+                .take_while(|&j| !stop(j))
+                .take(3)
+                .map(|j| canonical(&tokens[j].text))
+                .collect()
+        };
+        let targets: Vec<usize> = (0..tokens.len())
+            .filter(|&j| kinds[j] == Kind::Word && target(&tokens[j].text))
+            .collect();
+        for (i, (t, kind)) in tokens.iter().zip(&kinds).enumerate() {
+            let w = t.text.as_str();
+            let pronoun = PRONOUNS.iter().find(|(p, _)| *p == w).map(|(_, c)| *c);
+            let generic = GENERIC.contains(&w) && !t.name;
+            match kind {
+                Kind::Number(n) => {
+                    a.numbers.push(n.clone());
+                    a.roles.push(n.clone());
+                }
+                Kind::Unit(u) => {
+                    a.units.push(u.clone());
+                    a.roles.push(u.clone());
+                }
+                Kind::Word if NEGATIONS.contains(&w) => a.negations += 1,
+                Kind::Word if w == "deg" || (i > 0 && tokens[i - 1].text == "deg") => {}
+                Kind::Word if DATES.contains(&w) => a.dates.push(w.to_string()),
+                Kind::Word if source(w) => {
+                    let to = targets
+                        .iter()
+                        .find(|&&j| j > i)
+                        .map(|&j| phrase(Box::new(j + 1..tokens.len())));
+                    a.edges.push((
+                        phrase(Box::new(i + 1..tokens.len())),
+                        to.unwrap_or_default(),
+                    ));
+                    a.rest.push(w.to_string());
+                }
+                Kind::Word if target(w) => {
+                    a.edges.push((
+                        phrase(Box::new((0..i).rev())),
+                        phrase(Box::new(i + 1..tokens.len())),
+                    ));
+                    a.rest.push(w.to_string());
+                }
+                // A capital letter inside a sentence is a name ("type O
+                // blood", "vitamin A"), not an article.
+                Kind::Word
+                    if (STOPWORDS.contains(&w)
+                        && !t.acronym
+                        && !(t.name && w.len() == 1 && w != "i"))
+                        || generic =>
+                {
+                    match pronoun {
+                        Some(person) => a.roles.push(person.to_string()),
+                        None => a.rest.push(w.to_string()),
+                    }
+                }
+                Kind::Word => {
+                    let stem = canonical(w);
+                    a.roles.push(stem.clone());
+                    a.content.push(Word {
+                        stem,
+                        folded: w.to_string(),
+                        name: t.name || t.acronym,
+                    });
+                }
+            }
+        }
+        a.rest.sort();
+        a.numbers.sort();
+        a.dates.sort();
+        a
+    }
+
+    /// Whether some run of consecutive words here has `acronym` as its
+    /// initials ("VPN" / "virtual private network").
+    fn spells(&self, acronym: &str) -> bool {
+        let n = acronym.chars().count();
+        (2..=6).contains(&n)
+            && self.words.windows(n).any(|run| {
+                run.iter()
+                    .filter_map(|w| w.chars().next())
+                    .eq(acronym.chars())
+            })
+    }
+}
+
+/// Whether `candidate` (a cached prompt) asks what `query` asks, given the
+/// cosine `similarity` of their embeddings.
+pub fn verify(
+    query: &Analysis,
+    candidate: &Analysis,
+    similarity: f32,
+    policy: &Policy,
+) -> Result<Match, Mismatch> {
+    let on = |m: Mismatch| !policy.skip.contains(&m);
+    let (a, b) = (query, candidate);
+    if on(Mismatch::Language)
+        && a.lang != Lang::Unknown
+        && b.lang != Lang::Unknown
+        && a.lang != b.lang
+    {
+        return Err(Mismatch::Language);
+    }
+    if on(Mismatch::Numbers) && a.numbers != b.numbers {
+        return Err(Mismatch::Numbers);
+    }
+    if on(Mismatch::Units) && a.units != b.units {
+        return Err(Mismatch::Units);
+    }
+    if on(Mismatch::Negation) && a.negations != b.negations {
+        return Err(Mismatch::Negation);
+    }
+    if on(Mismatch::Dates) && a.dates != b.dates {
+        return Err(Mismatch::Dates);
+    }
+    // Something that goes from x to y in one, and from y to x in the other.
+    let meets = |p: &[String], q: &[String]| p.iter().any(|w| q.contains(w));
+    let reversed_in = |e: &Analysis, x: &[String], y: &[String]| {
+        e.edges.iter().any(|(p, q)| meets(p, y) && meets(q, x))
+    };
+    let swapped = a
+        .edges
+        .iter()
+        .any(|(x, y)| !meets(x, y) && reversed_in(b, x, y) && !reversed_in(a, x, y));
+    if on(Mismatch::Direction) && swapped {
+        return Err(Mismatch::Direction);
+    }
+    // The same words around the same function words, in another order:
+    // roles swapped. (A rewording changes the function words too: "recipe
+    // for pancakes" / "pancake recipe".)
+    if on(Mismatch::Order)
+        && a.roles != b.roles
+        && a.rest == b.rest
+        && same_multiset(&a.roles, &b.roles)
+    {
+        return Err(Mismatch::Order);
+    }
+    let (only_a, only_b, shared) = difference(&a.content, &b.content);
+    if only_a.is_empty() && only_b.is_empty() {
+        return Ok(Match::Same);
+    }
+    let larger = a.content.len().max(b.content.len()).max(1);
+    if on(Mismatch::Content) && shared as f32 / larger as f32 >= policy.near_duplicate {
+        return Err(Mismatch::Content);
+    }
+    // A name or acronym only one side has, unless it spells out words of
+    // the other side.
+    let unexplained = |w: &&Word, other: &Analysis| w.name && !other.spells(&w.folded);
+    if on(Mismatch::Name)
+        && (only_a.iter().any(|w| unexplained(w, b)) || only_b.iter().any(|w| unexplained(w, a)))
+    {
+        return Err(Mismatch::Name);
+    }
+    if on(Mismatch::Reworded) && similarity < policy.reworded_similarity {
+        return Err(Mismatch::Reworded);
+    }
+    Ok(Match::Reworded)
+}
+
+fn same_multiset(a: &[String], b: &[String]) -> bool {
+    let mut count: HashMap<&str, i32> = HashMap::new();
+    for w in a {
+        *count.entry(w).or_default() += 1;
+    }
+    for w in b {
+        *count.entry(w).or_default() -= 1;
+    }
+    a.len() == b.len() && count.values().all(|c| *c == 0)
+}
+
+/// Words of `a` not matched in `b`, of `b` not matched in `a`, and how many
+/// matched. Matching is by canonical stem, then by [`near_spelling`].
+fn difference<'a>(a: &'a [Word], b: &'a [Word]) -> (Vec<&'a Word>, Vec<&'a Word>, usize) {
+    let mut used = vec![false; b.len()];
+    let mut only_a = Vec::new();
+    let mut shared = 0;
+    for w in a {
+        let exact = (0..b.len()).find(|&j| !used[j] && b[j].stem == w.stem);
+        let typo = || (0..b.len()).find(|&j| !used[j] && near_spelling(&w.folded, &b[j].folded));
+        match exact.or_else(typo) {
+            Some(j) => {
+                used[j] = true;
+                shared += 1;
+            }
+            None => only_a.push(w),
+        }
+    }
+    let only_b = b
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(w, _)| w)
+        .collect();
+    (only_a, only_b, shared)
+}
+
+/// A one-letter typo in a word of five letters or more, or the same word
+/// with a short ending ("Colombia" / "colombiana").
+fn near_spelling(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    (short.len() >= 5 && strsim::damerau_levenshtein(a, b) <= 1)
+        || (short.len() >= 6 && long.starts_with(short) && long.len() - short.len() <= 3)
+}
+
+/// The exact tier's form of a prompt: case, accents, punctuation and
+/// spacing folded away; numbers kept as written ("1,000" stays "1,000").
+pub fn normalize(prompt: &str) -> String {
+    tokenize(prompt)
+        .into_iter()
+        .map(|t| t.text)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The folded form of a prompt (lower case, no accents).
+pub fn folded(prompt: &str) -> String {
+    fold(prompt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(a: &str, b: &str, similarity: f32) -> Result<Match, Mismatch> {
+        verify(
+            &Analysis::new(a),
+            &Analysis::new(b),
+            similarity,
+            &Policy::default(),
+        )
+    }
+
+    #[test]
+    fn repeats_and_rewordings_pass() {
+        assert_eq!(
+            check(
+                "What is the capital of France?",
+                "what's the capital of france",
+                0.95
+            ),
+            Ok(Match::Same)
+        );
+        assert_eq!(
+            check(
+                "¿Cómo saco el certificado?",
+                "Como saco el certificado",
+                0.97
+            ),
+            Ok(Match::Same)
+        );
+        assert_eq!(
+            check(
+                "What are the symptoms of dehydration?",
+                "What are the symptons of dehydration?",
+                0.9
+            ),
+            Ok(Match::Same)
+        );
+        assert_eq!(
+            check(
+                "Give me a recipe for pancakes",
+                "Give me a pancake recipe",
+                0.85
+            ),
+            Ok(Match::Same)
+        );
+        assert_eq!(
+            check(
+                "Who wrote Don Quixote?",
+                "Who is the author of Don Quixote?",
+                0.95
+            ),
+            Ok(Match::Same)
+        );
+    }
+
+    #[test]
+    fn near_misses_are_refused_with_their_reason() {
+        assert_eq!(
+            check("Convert 5 miles to km", "Convert 5 km to miles", 0.99),
+            Err(Mismatch::Units)
+        );
+        assert_eq!(
+            check(
+                "Translate English to Spanish",
+                "Translate from Spanish into English",
+                0.95
+            ),
+            Err(Mismatch::Direction)
+        );
+        assert_eq!(
+            check("Cancel my order", "Do not cancel my order", 0.96),
+            Err(Mismatch::Negation)
+        );
+        assert_eq!(
+            check(
+                "What is the capital of France?",
+                "What is the capital of Germany?",
+                0.9
+            ),
+            Err(Mismatch::Content)
+        );
+        assert_eq!(
+            check("Dose of ibuprofen: 2 mg", "Dose of ibuprofen: 20 mg", 0.99),
+            Err(Mismatch::Numbers)
+        );
+        assert_eq!(
+            check("Bake at 180 °C", "Bake at 180 °F", 0.99),
+            Err(Mismatch::Units)
+        );
+        assert_eq!(
+            check(
+                "Explain machine learning",
+                "Explain machine learning for beginners",
+                0.95
+            ),
+            Err(Mismatch::Content)
+        );
+        assert_eq!(
+            check(
+                "Did Google acquire YouTube?",
+                "Did YouTube acquire Google?",
+                0.99
+            ),
+            Err(Mismatch::Order)
+        );
+        assert_eq!(
+            check(
+                "How do I reset my password?",
+                "¿Cómo restablezco mi contraseña?",
+                0.95
+            ),
+            Err(Mismatch::Language)
+        );
+        assert_eq!(
+            check(
+                "How many days until the party, five or six?",
+                "How many days until the party, five or seven?",
+                0.99
+            ),
+            Err(Mismatch::Numbers)
+        );
+    }
+
+    #[test]
+    fn the_exact_tier_folds_case_accents_and_punctuation_but_not_numbers() {
+        assert_eq!(normalize("  ¿Cómo  ESTÁS?? "), normalize("como estas"));
+        assert_ne!(normalize("Dose: 2 mg"), normalize("Dose: 20 mg"));
+        assert_ne!(normalize("1,000 units"), normalize("1000 units"));
+    }
+}

@@ -1,0 +1,265 @@
+//! `aies-cache-eval`: runs the real embedder and the cache guard over the
+//! labeled pairs in `tests/data/cache_eval/pairs.jsonl` and prints, per
+//! similarity threshold, how many should-hit pairs and how many traps the
+//! cache would serve, with and without the guard; then, at the chosen
+//! threshold, each kind and language on its own, what each check of the
+//! guard buys, and what the guard costs.
+//!
+//! `make cache-eval` runs it with all-MiniLM-L6-v2; `--model-dir` and
+//! `--prefix "query: "` evaluate another model (e.g. multilingual-e5-small).
+
+use aies_cache_guard::{verify, Analysis, Mismatch, Policy};
+use aies_host::llm::{EmbeddingEngine, MiniLm};
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Evaluate the semantic cache's threshold and guard on labeled pairs")]
+struct Args {
+    /// The labeled pairs (JSON lines: id, lang, kind, label, a, b).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/pairs.jsonl"))]
+    pairs: PathBuf,
+    /// A sentence-transformers model folder (model.safetensors, tokenizer.json, config.json).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.spin/ai-models/all-minilm-l6-v2"))]
+    model_dir: PathBuf,
+    /// Text put before every prompt (multilingual-e5 expects "query: ").
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// The threshold to report in detail.
+    #[arg(long, default_value_t = 0.80)]
+    threshold: f32,
+    /// The guard's similarity for differently worded prompts.
+    #[arg(long)]
+    reworded: Option<f32>,
+}
+
+#[derive(serde::Deserialize)]
+struct Pair {
+    id: String,
+    lang: String,
+    kind: String,
+    label: String,
+    a: String,
+    b: String,
+}
+
+impl Pair {
+    fn hit(&self) -> bool {
+        self.label == "hit"
+    }
+}
+
+/// One pair, scored.
+struct Scored<'a> {
+    pair: &'a Pair,
+    similarity: f32,
+    a: Analysis,
+    b: Analysis,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.pairs)
+        .with_context(|| format!("reading {}", args.pairs.display()))?;
+    let pairs: Vec<Pair> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing the pairs")?;
+    let model = MiniLm::load(&args.model_dir)?;
+    let mut policy = Policy::default();
+    if let Some(r) = args.reworded {
+        policy.reworded_similarity = r;
+    }
+
+    let started = Instant::now();
+    let mut texts: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    texts.sort();
+    texts.dedup();
+    let mut vectors = HashMap::new();
+    for chunk in texts.chunks(32) {
+        let prefixed: Vec<String> = chunk
+            .iter()
+            .map(|t| format!("{}{t}", args.prefix))
+            .collect();
+        for (t, v) in chunk.iter().zip(model.embed(&prefixed)?.vectors) {
+            vectors.insert(t.clone(), v);
+        }
+    }
+    println!(
+        "{} pairs, {} texts embedded with {} in {:.1} s\n",
+        pairs.len(),
+        texts.len(),
+        args.model_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let scored: Vec<Scored> = pairs
+        .iter()
+        .map(|p| Scored {
+            pair: p,
+            similarity: cosine(&vectors[&p.a], &vectors[&p.b]),
+            a: Analysis::new(&p.a),
+            b: Analysis::new(&p.b),
+        })
+        .collect();
+
+    sweep(&scored, &policy);
+    detail(&scored, &policy, args.threshold);
+    ablation(&scored, &policy, args.threshold);
+    cost(&scored, &policy);
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Whether the cache serves B the answer cached for A.
+fn served(s: &Scored, threshold: f32, guard: Option<&Policy>) -> bool {
+    s.similarity >= threshold
+        && guard.is_none_or(|policy| verify(&s.b, &s.a, s.similarity, policy).is_ok())
+}
+
+/// Share served among the pairs `filter` keeps, as "41.2% (7/17)".
+fn rate(
+    scored: &[Scored],
+    filter: impl Fn(&Scored) -> bool,
+    serve: impl Fn(&Scored) -> bool,
+) -> String {
+    let total = scored.iter().filter(|s| filter(s)).count();
+    let yes = scored.iter().filter(|s| filter(s) && serve(s)).count();
+    if total == 0 {
+        return "-".into();
+    }
+    format!("{:5.1}% ({yes}/{total})", 100.0 * yes as f64 / total as f64)
+}
+
+fn sweep(scored: &[Scored], policy: &Policy) {
+    println!("## Served per threshold (should-hit pairs / traps), all languages\n");
+    println!("| threshold | hits, cosine only | traps, cosine only | hits, with guard | traps, with guard |");
+    println!("|---|---|---|---|---|");
+    for t in (50..=95).step_by(5).map(|t| t as f32 / 100.0) {
+        let hits = |s: &Scored| s.pair.hit();
+        let traps = |s: &Scored| !s.pair.hit();
+        println!(
+            "| {t:.2} | {} | {} | {} | {} |",
+            rate(scored, hits, |s| served(s, t, None)),
+            rate(scored, traps, |s| served(s, t, None)),
+            rate(scored, hits, |s| served(s, t, Some(policy))),
+            rate(scored, traps, |s| served(s, t, Some(policy))),
+        );
+    }
+    println!();
+}
+
+fn detail(scored: &[Scored], policy: &Policy, t: f32) {
+    println!("## At threshold {t:.2}, per language and kind (served, with guard; cosine only)\n");
+    println!("| language | kind | label | with guard | cosine only |");
+    println!("|---|---|---|---|---|");
+    let mut groups: BTreeMap<(&str, &str, &str), ()> = BTreeMap::new();
+    for s in scored {
+        groups.insert((&s.pair.lang, &s.pair.kind, &s.pair.label), ());
+    }
+    for (lang, kind, label) in groups.keys() {
+        let filter = |s: &Scored| s.pair.lang == *lang && s.pair.kind == *kind;
+        println!(
+            "| {lang} | {kind} | {label} | {} | {} |",
+            rate(scored, filter, |s| served(s, t, Some(policy))),
+            rate(scored, filter, |s| served(s, t, None)),
+        );
+    }
+    for lang in ["en", "es", "en-es"] {
+        let of = |hit: bool| move |s: &Scored| s.pair.lang == lang && s.pair.hit() == hit;
+        println!(
+            "| {lang} | all | hit | {} | {} |",
+            rate(scored, of(true), |s| served(s, t, Some(policy))),
+            rate(scored, of(true), |s| served(s, t, None)),
+        );
+        println!(
+            "| {lang} | all | trap | {} | {} |",
+            rate(scored, of(false), |s| served(s, t, Some(policy))),
+            rate(scored, of(false), |s| served(s, t, None)),
+        );
+    }
+    println!("\nShould-hits above {t:.2} that the guard refused:");
+    for s in scored.iter().filter(|s| s.pair.hit() && s.similarity >= t) {
+        if let Err(why) = verify(&s.b, &s.a, s.similarity, policy) {
+            println!(
+                "  {} ({:.3}, {}): {:?} / {:?}",
+                s.pair.id,
+                s.similarity,
+                why.as_str(),
+                s.pair.a,
+                s.pair.b
+            );
+        }
+    }
+    println!("\nTraps served at {t:.2} with the guard:");
+    for s in scored
+        .iter()
+        .filter(|s| !s.pair.hit() && served(s, t, Some(policy)))
+    {
+        println!(
+            "  {} ({:.3}): {:?} / {:?}",
+            s.pair.id, s.similarity, s.pair.a, s.pair.b
+        );
+    }
+    println!();
+}
+
+fn ablation(scored: &[Scored], policy: &Policy, t: f32) {
+    println!("## What each check buys at {t:.2}\n");
+    println!("| check | traps it alone stops | traps served without it | should-hits it refuses |");
+    println!("|---|---|---|---|");
+    let above: Vec<&Scored> = scored.iter().filter(|s| s.similarity >= t).collect();
+    for check in Mismatch::ALL {
+        let without = Policy {
+            skip: vec![check.clone()],
+            ..policy.clone()
+        };
+        let passes = |s: &Scored, p: &Policy| verify(&s.b, &s.a, s.similarity, p).is_ok();
+        let alone = above
+            .iter()
+            .filter(|s| !s.pair.hit() && !passes(s, policy) && passes(s, &without))
+            .count();
+        let served_without = above
+            .iter()
+            .filter(|s| !s.pair.hit() && passes(s, &without))
+            .count();
+        let refused = above
+            .iter()
+            .filter(|s| {
+                s.pair.hit() && verify(&s.b, &s.a, s.similarity, policy) == Err(check.clone())
+            })
+            .count();
+        println!(
+            "| {} | {alone} | {served_without} | {refused} |",
+            check.as_str()
+        );
+    }
+    println!();
+}
+
+fn cost(scored: &[Scored], policy: &Policy) {
+    // A lookup reads the new prompt once and checks up to five candidates.
+    let rounds = 20;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for s in scored {
+            let query = Analysis::new(&s.pair.b);
+            for _ in 0..5 {
+                let candidate = Analysis::new(&s.pair.a);
+                std::hint::black_box(verify(&query, &candidate, s.similarity, policy).ok());
+            }
+        }
+    }
+    let per_lookup = started.elapsed() / (rounds * scored.len()) as u32;
+    println!("## Cost\n\nguard per lookup (the prompt and 5 candidates read and checked): {per_lookup:?}");
+}
