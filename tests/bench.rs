@@ -2,17 +2,18 @@
 //! the same run so the figures compare as ratios on a noisy machine.
 //!
 //! - baselines: a KNN query sent straight to Redis Stack by a native client,
-//!   and MiniLM embedding one prompt natively (together, the floor for any
-//!   semantic cache lookup);
+//!   and multilingual-e5-small embedding one prompt natively (together, the
+//!   floor for any semantic cache lookup);
 //! - exact-tier hit: the same prompt again, answered without an embedding
 //!   (ingest -> cache-lookup);
 //! - semantic hit: a paraphrase, answered from the semantic cache (ingest ->
-//!   cache-lookup -> embed (MiniLM) -> cache-lookup, guard included);
+//!   cache-lookup -> embed (multilingual-e5-small) -> cache-lookup, guard
+//!   included);
 //! - the guard alone: reading a prompt and five candidates and checking them;
 //! - miss: the 202 answer, and the time until the task is SUCCESS through
 //!   Kafka, the bridge and an LLM that takes `LLM_MS` to answer.
 
-use aies_host::llm::{EmbeddingEngine, MiniLm, MINILM};
+use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::{model_dir, Options, System};
 use anyhow::Result;
@@ -65,7 +66,7 @@ async fn main() -> Result<()> {
     for _ in 0..HITS {
         let started = Instant::now();
         let _: redis::Value = redis::cmd("FT.SEARCH")
-            .arg("aies_cache_idx")
+            .arg("aies_cache_idx_local_multilingual_e5_small")
             .arg("(@tenant:{default})=>[KNN 5 @vector $q AS distance]")
             .arg("PARAMS")
             .arg(2)
@@ -84,8 +85,8 @@ async fn main() -> Result<()> {
         knn.push(started.elapsed());
     }
 
-    let model = MiniLm::load(&model_dir().join(MINILM))?;
-    let prompt = vec!["What's the capital city of France?".to_string()];
+    let model = SentenceBert::load(&model_dir().join(E5_SMALL))?;
+    let prompt = vec!["query: What's the capital city of France?".to_string()];
     let mut embeds = Vec::new();
     for _ in 0..HITS {
         let started = Instant::now();
@@ -143,7 +144,7 @@ async fn main() -> Result<()> {
 
     println!("AI-EventStream latency (one client, sequential requests; LLM stand-in answers in {LLM_MS} ms)");
     let knn = report("baseline: native KNN in Redis", &mut knn);
-    let embed = report("baseline: native MiniLM embedding", &mut embeds);
+    let embed = report("baseline: native e5 embedding", &mut embeds);
     let hit = report("semantic hit: POST /process -> 200", &mut hits);
     let exact = report("exact-tier hit: POST /process -> 200", &mut exact);
     let guard = report("guard: prompt + 5 candidates", &mut guard);

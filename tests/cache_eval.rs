@@ -9,7 +9,7 @@
 //! `--prefix "query: "` evaluate another model (e.g. multilingual-e5-small).
 
 use aies_cache_guard::{verify, Analysis, Mismatch, Policy};
-use aies_host::llm::{EmbeddingEngine, MiniLm};
+use aies_host::llm::{EmbeddingEngine, SentenceBert};
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +70,7 @@ fn main() -> Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .context("parsing the pairs")?;
-    let model = MiniLm::load(&args.model_dir)?;
+    let model = SentenceBert::load(&args.model_dir)?;
     let mut policy = Policy::default();
     if let Some(r) = args.reworded {
         policy.reworded_similarity = r;

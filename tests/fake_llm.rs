@@ -22,6 +22,8 @@ struct Shared {
     /// Statuses to answer with before answering normally (and Retry-After).
     failures: Mutex<VecDeque<(u16, Option<u64>)>>,
     prompts: Mutex<Vec<String>>,
+    /// Every generation request's JSON body, as received.
+    bodies: Mutex<Vec<Value>>,
     /// Embedding requests answered.
     embeddings: AtomicUsize,
     /// Simulated generation time of every answer, in milliseconds.
@@ -68,6 +70,11 @@ impl FakeLlm {
 
     pub fn prompts(&self) -> Vec<String> {
         self.shared.prompts.lock().unwrap().clone()
+    }
+
+    /// The generation requests' bodies, in order.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.shared.bodies.lock().unwrap().clone()
     }
 
     /// Every answer takes `delay`, as a real model's generation would.
@@ -154,6 +161,7 @@ async fn openai(
         );
     };
     shared.prompts.lock().unwrap().push(prompt.to_string());
+    shared.bodies.lock().unwrap().push(req.clone());
     delay(&shared).await;
     Json(json!({
         "id": "chatcmpl-test",
@@ -209,6 +217,7 @@ async fn gemini(
         );
     };
     shared.prompts.lock().unwrap().push(prompt.to_string());
+    shared.bodies.lock().unwrap().push(req.clone());
     delay(&shared).await;
     Json(json!({
         "candidates": [{

@@ -486,6 +486,14 @@ impl System {
         (status, json)
     }
 
+    pub async fn process_json(
+        &self,
+        body: serde_json::Value,
+        tenant: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        self.process_raw(&body.to_string(), tenant).await
+    }
+
     pub async fn process(&self, prompt: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
         self.process_raw(&serde_json::json!({ "prompt": prompt }).to_string(), tenant)
             .await
@@ -522,12 +530,23 @@ impl System {
     /// done: the task is final and its result is on `datos_procesados`
     /// (so the cache has been filled too).
     pub async fn complete(&self, prompt: &str) -> TaskResult {
-        let (status, body) = self.process(prompt, None).await;
-        assert_eq!(status, 202, "{prompt:?} should miss: {body}");
-        let id = body["task_id"].as_str().unwrap().to_string();
-        let task = self.wait_final(&id, None).await.unwrap();
+        self.complete_json(serde_json::json!({ "prompt": prompt }), None)
+            .await
+    }
+
+    /// [`Self::complete`] for any `POST /process` body and tenant.
+    pub async fn complete_json(&self, body: serde_json::Value, tenant: Option<&str>) -> TaskResult {
+        let (status, answer) = self.process_json(body.clone(), tenant).await;
+        assert_eq!(status, 202, "{body} should miss: {answer}");
+        self.finished(answer["task_id"].as_str().unwrap(), tenant)
+            .await
+    }
+
+    /// Waits until a task is final and its result is on `datos_procesados`.
+    pub async fn finished(&self, id: &str, tenant: Option<&str>) -> TaskResult {
+        let task = self.wait_final(id, tenant).await.unwrap();
         read_until(&self.topics.results, Duration::from_secs(30), |m| {
-            m.iter().any(|(k, _)| k.as_deref() == Some(id.as_str()))
+            m.iter().any(|(k, _)| k.as_deref() == Some(id))
         })
         .await
         .unwrap();

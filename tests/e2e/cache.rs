@@ -5,6 +5,7 @@
 
 use crate::fake_llm::{answer, FakeLlm};
 use crate::harness::{metric, Options, System};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_is_answered_by_the_exact_tier_without_an_embedding() {
@@ -85,4 +86,141 @@ async fn near_misses_are_refused_by_the_guard_and_paraphrases_still_hit() {
     // The two cached prompts and the two near-misses reached the LLM; the
     // paraphrase did not.
     assert_eq!(fake.calls(), 4);
+}
+
+/// An answer is served only in the scope it was made in: tenant, system
+/// prompt, generation parameters and the LLM model; and those parameters
+/// reach the LLM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_served_only_within_their_scope() {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("scope").llm(&fake, "openai")).await;
+    let prompt = "What is the capital of France?";
+    system.complete(prompt).await;
+    let french = json!({"prompt": prompt, "system": "Answer in French.", "temperature": 0.2});
+    system.complete_json(french.clone(), None).await;
+    let sent = fake.bodies().pop().unwrap();
+    assert_eq!(sent["messages"][0]["role"], "system", "{sent}");
+    assert_eq!(sent["messages"][0]["content"], "Answer in French.");
+    assert_eq!(sent["messages"][1]["content"], prompt);
+    assert!((sent["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+
+    let (status, plain) = system.process(prompt, None).await;
+    assert_eq!(status, 200, "{plain}");
+    let (status, again) = system.process_json(french, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(plain["cache"]["scope"], again["cache"]["scope"]);
+    assert_ne!(plain["cache"]["entry"], again["cache"]["entry"]);
+    assert_eq!(fake.calls(), 2);
+
+    // Another temperature, max_tokens, system prompt or tenant: a miss.
+    for (body, tenant) in [
+        (
+            json!({"prompt": prompt, "system": "Answer in French.", "temperature": 0.9}),
+            None,
+        ),
+        (json!({"prompt": prompt, "max_tokens": 20}), None),
+        (
+            json!({"prompt": prompt, "system": "Answer in German."}),
+            None,
+        ),
+        (json!({"prompt": prompt}), Some("other-tenant")),
+    ] {
+        let (status, answer) = system.process_json(body.clone(), tenant).await;
+        assert_eq!(status, 202, "{body} {tenant:?}: {answer}");
+    }
+
+    // Another LLM model on the same Redis: nothing of the first is served.
+    let mut options = Options::new("scope-model").llm(&fake, "openai");
+    options
+        .variables
+        .insert("redis_port".into(), system.redis.port.to_string());
+    options
+        .variables
+        .insert("openai_model".into(), "another-model".into());
+    let other = System::start(options).await;
+    let (status, answer) = other.process(prompt, None).await;
+    assert_eq!(status, 202, "another LLM model must miss: {answer}");
+}
+
+/// While a prompt is being answered, the same prompt in the same scope
+/// joins that task instead of calling the LLM again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_while_pending_joins_the_running_task() {
+    let fake = FakeLlm::start().await;
+    fake.set_delay(std::time::Duration::from_millis(1500));
+    let system = System::start(Options::new("coalesce").llm(&fake, "openai")).await;
+    let prompt = "Summarise the French revolution in one line";
+    let (status, first) = system.process(prompt, None).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, joined) = system.process(&prompt.to_uppercase(), None).await;
+    assert_eq!(status, 202, "{joined}");
+    assert_eq!(joined["task_id"], first["task_id"], "{joined}");
+    assert_eq!(joined["coalesced"], true);
+    // Not across tenants, and not when the cache is not wanted.
+    let (_, other_tenant) = system.process(prompt, Some("t2")).await;
+    assert_ne!(other_tenant["task_id"], first["task_id"]);
+    let fresh = json!({"prompt": prompt, "use_cache": false});
+    let (_, uncached) = system.process_json(fresh, None).await;
+    assert_ne!(uncached["task_id"], first["task_id"]);
+    assert_eq!(uncached.get("coalesced"), None);
+
+    let id = first["task_id"].as_str().unwrap();
+    let task = system.finished(id, None).await;
+    assert_eq!(task.result.unwrap(), answer("openai", prompt));
+    for t in [&other_tenant, &uncached] {
+        let tenant = (t == &other_tenant).then_some("t2");
+        system
+            .finished(t["task_id"].as_str().unwrap(), tenant)
+            .await;
+    }
+    assert_eq!(fake.calls(), 3, "{:?}", fake.prompts());
+    // Done: the next one is a cache hit, not a join.
+    let (status, hit) = system.process(prompt, None).await;
+    assert_eq!(status, 200, "{hit}");
+    let metrics = system.metrics().await;
+    assert_eq!(metric(&metrics, "aies_cache_coalesced_total"), 1.0);
+}
+
+/// `cache_threshold` tightens the semantic tier for one request (never
+/// below the model's floor); `use_cache: false` skips the cache; bad values
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_may_ask_for_a_stricter_threshold_or_no_cache() {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("threshold").llm(&fake, "openai")).await;
+    let cached = "How do I cancel my subscription?";
+    system.complete(cached).await;
+    let paraphrase = "How can I cancel my subscription?";
+    let strict = json!({"prompt": paraphrase, "cache_threshold": 0.9999});
+    let (status, body) = system.process_json(strict, None).await;
+    assert_eq!(status, 202, "{body}");
+    system
+        .finished(body["task_id"].as_str().unwrap(), None)
+        .await;
+    // A looser one than the floor is raised to it: an unrelated prompt
+    // still misses.
+    let loose = json!({"prompt": "What is the boiling point of water?", "cache_threshold": 0.0});
+    let (status, body) = system.process_json(loose, None).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = system
+        .process_json(json!({"prompt": cached, "use_cache": false}), None)
+        .await;
+    assert_eq!(status, 202, "use_cache false must not be served: {body}");
+    for bad in [
+        json!({"prompt": cached, "cache_threshold": 1.5}),
+        json!({"prompt": cached, "temperature": 3}),
+        json!({"prompt": cached, "max_tokens": 0}),
+    ] {
+        let (status, body) = system.process_json(bad.clone(), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // The admin endpoints are off without an admin_token.
+    let resp = system
+        .client
+        .get(system.url("/admin/cache/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
 }

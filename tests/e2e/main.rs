@@ -4,6 +4,7 @@
 mod bad_input;
 mod batch;
 mod cache;
+mod cache_admin;
 mod dead_letters;
 mod embeddings;
 mod failures;

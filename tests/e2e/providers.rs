@@ -78,7 +78,7 @@ async fn a_provider_dimension_other_than_vector_dimension_is_a_clear_error() {
 
 /// A cache index left by a deployment with another VECTOR_DIMENSION is
 /// named, with both dimensions and the way out, instead of a bare
-/// RediSearch error. (cache-lookup is private; a test manifest routes it.)
+/// RediSearch error. (A test manifest routes cache-lookup's /lookup.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_of_another_dimension_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +86,7 @@ async fn an_index_of_another_dimension_is_a_clear_error() {
     options.manifest = Some(manifest_variant(
         dir.path(),
         &[(
-            "route = { private = true }\ncomponent = \"cache-lookup\"",
+            "route = \"/admin/cache/...\"\ncomponent = \"cache-lookup\"",
             "route = \"/lookup\"\ncomponent = \"cache-lookup\"",
         )],
     ));
@@ -99,12 +99,12 @@ async fn an_index_of_another_dimension_is_a_clear_error() {
     // The index an earlier 384-dimension deployment created.
     let mut db0 = system.redis.connection(0).await;
     let _: () = redis::cmd("FT.CREATE")
-        .arg("aies_cache_idx")
+        .arg("aies_cache_idx_local_all_minilm_l6_v2")
         .arg("ON")
         .arg("HASH")
         .arg("PREFIX")
         .arg(1)
-        .arg("aies:cache:")
+        .arg("aies:cache:local_all_minilm_l6_v2:")
         .arg("SCHEMA")
         .arg("tenant")
         .arg("TAG")
@@ -125,7 +125,10 @@ async fn an_index_of_another_dimension_is_a_clear_error() {
     let resp = system
         .client
         .post(system.url("/lookup"))
-        .json(&serde_json::json!({"tenant": "default", "prompt": "hi", "vector": vec![0.5; 8]}))
+        .json(&serde_json::json!({
+            "tenant": "default", "prompt": "hi", "vector": vec![0.5; 8],
+            "model": "local:all-minilm-l6-v2", "scope": "0123456789abcdef01234567"
+        }))
         .send()
         .await
         .unwrap();

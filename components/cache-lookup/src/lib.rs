@@ -1,32 +1,51 @@
 //! cache-lookup: the semantic cache in Redis Stack (DB 0).
 //!
-//! - `POST /lookup` `{"tenant","prompt","vector"?}`: first the **exact
-//!   tier**, the tenant's entry for this prompt up to case, accents,
-//!   punctuation and spacing (no embedding needed: without a vector only
-//!   this tier is asked); then the **semantic tier**, the nearest entries
-//!   of the tenant with cosine similarity >= `similarity_threshold`, best
-//!   first, the first that the guard ([`aies_cache_guard`]) finds to ask
-//!   the same thing. Refused candidates are reported with their reason.
-//!   Creates the HNSW cosine index (`cache_index`, dimension
-//!   `vector_dimension`) when it does not exist yet.
-//! - `POST /insert` `{"tenant","prompt","result","task_id","vector"}`: one
-//!   hash per (tenant, normalized prompt); inserting it again overwrites it.
+//! - `POST /lookup` `{"tenant","scope","prompt","vector"?,"model"?,
+//!   "threshold"?}`: without a vector, the **exact tier**: the scope's entry
+//!   for this prompt up to
+//!   case, accents, punctuation and spacing (no embedding needed). With a
+//!   vector and the embedding model that made it, the **semantic tier**:
+//!   the tenant's nearest entries in that model's index with cosine
+//!   similarity >= `similarity_threshold`, best first, the first that the
+//!   guard ([`aies_cache_guard`]) finds to ask the same thing. Refused
+//!   candidates are reported with their reason. Creates the model's HNSW
+//!   cosine index (`<cache_index>_<model>`, dimension `vector_dimension`)
+//!   when it does not exist yet.
+//! - `POST /insert` `{"model","scope","tenant","prompt","result","task_id",
+//!   "vector"}`: one hash per (model, tenant, scope, folded prompt), and the
+//!   exact tier's pointer to it; inserting again overwrites both.
+//! - `/admin/cache/...`: stats, invalidation, flush (see `admin`).
 //!
-//! Tenants are a TAG filter inside the KNN query itself, so one tenant's
-//! entries are never candidates for another's lookup.
+//! Every entry belongs to a scope (`aies_guest::scope_id`: the LLM model and
+//! generation parameters), filtered inside the KNN query like the tenant.
+//! Entries expire on a fixed TTL; beyond `cache_max_entries` the least
+//! recently used are evicted. Each embedding model has its own index over its own key prefix, so
+//! vectors of two models never meet; its thresholds default to the values
+//! measured for it (`auto`). Tenants are a TAG filter inside the KNN query
+//! itself, so one tenant's entries are never candidates for another's.
 
-use aies_cache_guard::{normalize, verify, Analysis, Policy};
+use aies_cache_guard::{normalize, verify, Analysis, Policy, Thresholds};
 use aies_contract::{
     valid_tenant, CacheHit, CacheTier, InsertRequest, LookupRequest, LookupResponse,
 };
-use aies_guest::{arg, error, execute, json, parse_body, redis, text, var, var_parsed, DB_CACHE};
+use aies_guest::{
+    arg, count_by, error, exact_id, execute, json, parse_body, redis, text, var, var_parsed,
+    DB_CACHE,
+};
 use anyhow::{bail, Result};
-use sha2::{Digest, Sha256};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
+mod admin;
+
+/// Entries: `aies:cache:<model>:<tenant>:<scope>:<prompt hash>`, a hash each.
 const KEY_PREFIX: &str = "aies:cache:";
+/// The exact tier: `aies:exact:<tenant>:<scope>:<prompt hash>` names the
+/// entry.
+const EXACT_PREFIX: &str = "aies:exact:";
+/// Every entry by its last use (ms): what `cache_max_entries` evicts by.
+const LRU_KEY: &str = "aies:cache_lru";
 /// Nearest entries examined per lookup: the best one above the threshold
 /// that passes the guard answers.
 const CANDIDATES: usize = 5;
@@ -42,32 +61,54 @@ async fn handle(req: Request) -> Response {
             Ok(body) => insert(body).map(|()| json(200, &serde_json::json!({"inserted": true}))),
             Err(resp) => return resp,
         },
+        (_, path) if path.starts_with("/admin/cache/") => return admin::handle(&req),
         _ => return error(404, "cache-lookup serves POST /lookup and POST /insert"),
     };
     result.unwrap_or_else(|e| error(500, format!("{e:#}")))
 }
 
+/// One embedding model's part of the cache: its own index over its own
+/// key prefix, so vectors of two models never meet, and its thresholds.
 struct Settings {
     index: String,
+    prefix: String,
     dimension: usize,
     threshold: f32,
     policy: Policy,
 }
 
-fn settings() -> Result<Settings> {
-    let unit = |name: &str| -> Result<f32> {
+/// `requested`: this request's `cache_threshold`, raised to the model's
+/// floor if it is below it.
+fn settings(model: &str, requested: Option<f32>) -> Result<Settings> {
+    let defaults = Thresholds::for_model(model);
+    // A number, or "auto" for the model's default.
+    let unit = |name: &str, default: f32| -> Result<f32> {
+        if var(name)?.trim() == "auto" {
+            return Ok(default);
+        }
         let value: f32 = var_parsed(name)?;
         if !(0.0..=1.0).contains(&value) {
-            bail!("{name} must be between 0 and 1, got {value}");
+            bail!("{name} must be between 0 and 1 (or auto), got {value}");
         }
         Ok(value)
     };
+    let slug: String = model
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut threshold = unit("similarity_threshold", defaults.similarity)?;
+    let mut reworded = unit("reworded_similarity", defaults.reworded)?;
+    if let Some(asked) = requested {
+        threshold = asked.clamp(defaults.floor, 1.0);
+        reworded = reworded.max(threshold);
+    }
     Ok(Settings {
-        index: var("cache_index")?,
+        index: format!("{}_{slug}", var("cache_index")?),
+        prefix: format!("{KEY_PREFIX}{slug}:"),
         dimension: var_parsed("vector_dimension")?,
-        threshold: unit("similarity_threshold")?,
+        threshold,
         policy: Policy {
-            reworded_similarity: unit("reworded_similarity")?,
+            reworded_similarity: reworded,
             ..Policy::default()
         },
     })
@@ -91,29 +132,28 @@ fn blob(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
-/// The key of a tenant's entry for a prompt: the exact tier is one read.
-fn entry_key(tenant: &str, prompt: &str) -> String {
-    let digest = Sha256::digest(normalize(prompt).as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{KEY_PREFIX}{tenant}:{hex}")
-}
-
 fn lookup(req: LookupRequest) -> Result<LookupResponse> {
-    let s = settings()?;
     if !valid_tenant(&req.tenant) {
         bail!("invalid tenant {:?}", req.tenant);
     }
+    if !valid_scope(&req.scope) {
+        bail!("invalid scope {:?}", req.scope);
+    }
     let conn = redis(DB_CACHE)?;
-    let Some(vector) = req.vector else {
+    let (Some(vector), Some(model)) = (req.vector, req.model) else {
         return Ok(LookupResponse {
-            hit: exact(&conn, &req.tenant, &req.prompt)?,
+            hit: exact(&conn, &req.tenant, &req.scope, &req.prompt)?,
             refused: Vec::new(),
         });
     };
+    let s = settings(&model, req.threshold)?;
     check(&req.tenant, &vector, &s)?;
+    // Tenant and scope filter the KNN itself: other entries are never
+    // candidates.
     let query = format!(
-        "(@tenant:{{{}}})=>[KNN {CANDIDATES} @vector $q AS distance]",
-        escape_tag(&req.tenant)
+        "(@tenant:{{{}}} @scope:{{{}}})=>[KNN {CANDIDATES} @vector $q AS distance]",
+        escape_tag(&req.tenant),
+        escape_tag(&req.scope)
     );
     let args = [
         arg(&s.index),
@@ -128,6 +168,7 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         arg(RETURNED[1]),
         arg(RETURNED[2]),
         arg(RETURNED[3]),
+        arg(RETURNED[4]),
         arg("DIALECT"),
         arg("2"),
     ];
@@ -164,10 +205,11 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
             &s.policy,
         ) {
             Ok(_) => {
+                touch(&conn, &hit.entry)?;
                 return Ok(LookupResponse {
                     hit: Some(hit),
                     refused,
-                })
+                });
             }
             Err(why) => refused.push(why.as_str().to_string()),
         }
@@ -175,25 +217,66 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
     Ok(LookupResponse { hit: None, refused })
 }
 
-/// The exact tier: the tenant's entry for this very prompt.
-fn exact(conn: &Connection, tenant: &str, prompt: &str) -> Result<Option<CacheHit>> {
-    let key = entry_key(tenant, prompt);
-    let reply = execute(
-        conn,
-        "HMGET",
-        &[arg(&key), arg("prompt"), arg("result"), arg("task_id")],
-    )?;
+/// The exact tier: the entry for this very prompt in its tenant and scope,
+/// in one round trip (a script follows the pointer and marks the use).
+fn exact(conn: &Connection, tenant: &str, scope: &str, prompt: &str) -> Result<Option<CacheHit>> {
+    const SCRIPT: &str = r#"
+local entry = redis.call('GET', KEYS[1])
+if not entry then return {} end
+local found = redis.call('HMGET', entry, 'prompt', 'result', 'task_id')
+if not found[1] then return {} end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], entry)
+return {entry, found[1], found[2], found[3]}"#;
+    let pointer = format!("{EXACT_PREFIX}{}", exact_id(tenant, scope, prompt));
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(2),
+        arg(&pointer),
+        arg(LRU_KEY),
+        arg(now_millis().to_string()),
+    ];
+    let reply = execute(conn, "EVAL", &args)?;
     let values: Vec<Option<String>> = reply.iter().map(text).collect();
-    let [Some(prompt), Some(result), Some(task_id)] = values.as_slice() else {
+    let [Some(entry), Some(cached), Some(result), Some(task_id)] = values.as_slice() else {
         return Ok(None);
     };
+    // The key is a hash of the folded prompt: make sure it is this one.
+    if normalize(cached) != normalize(prompt) {
+        return Ok(None);
+    }
     Ok(Some(CacheHit {
         tier: CacheTier::Exact,
-        prompt: prompt.clone(),
+        prompt: cached.clone(),
         result: result.clone(),
         similarity: 1.0,
         task_id: task_id.clone(),
+        entry: entry.clone(),
+        scope: scope.to_string(),
     }))
+}
+
+/// Marks an entry as used now (what eviction goes by).
+fn touch(conn: &Connection, entry: &str) -> Result<()> {
+    let now = now_millis().to_string();
+    execute(
+        conn,
+        "ZADD",
+        &[arg(LRU_KEY), arg("XX"), arg(&now), arg(entry)],
+    )?;
+    Ok(())
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// A scope id is hex (`aies_guest::scope_id`): safe in keys, patterns and
+/// TAG queries.
+fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty() && scope.len() <= 64 && scope.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Escapes a TAG value for a query: RediSearch reads `-` and other
@@ -210,11 +293,11 @@ fn escape_tag(value: &str) -> String {
 }
 
 /// The fields each search result returns, in this order.
-const RETURNED: [&str; 4] = ["prompt", "result", "task_id", "distance"];
+const RETURNED: [&str; 5] = ["prompt", "result", "task_id", "scope", "distance"];
 
 /// Reads the documents of a flattened `FT.SEARCH` reply:
 /// `[total, key, field, value, ..., key, field, value, ...]`, every
-/// document carrying the four `RETURNED` fields (so each is 9 values long).
+/// document carrying all the `RETURNED` fields.
 fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
     match reply.first() {
         Some(RedisResult::Int64(_)) => {}
@@ -224,7 +307,7 @@ fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
     let mut hits = Vec::new();
     for doc in reply[1..].chunks(width) {
         // Fields come back by name, in no promised order.
-        let mut values: [Option<String>; 4] = Default::default();
+        let mut values: [Option<String>; 5] = Default::default();
         for pair in doc[1..].chunks(2) {
             let (Some(field), Some(value)) = (text(&pair[0]), pair.get(1).and_then(text)) else {
                 bail!("FT.SEARCH returned an incomplete document");
@@ -233,14 +316,20 @@ fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
                 values[i] = Some(value);
             }
         }
-        let [Some(prompt), Some(result), Some(task_id), Some(distance)] = values else {
+        let [Some(prompt), Some(result), Some(task_id), Some(scope), Some(distance)] = values
+        else {
             bail!("FT.SEARCH returned a document without all of {RETURNED:?}");
+        };
+        let Some(entry) = text(&doc[0]) else {
+            bail!("FT.SEARCH returned a document without its key");
         };
         hits.push(CacheHit {
             tier: CacheTier::Semantic,
             prompt,
             result,
             task_id,
+            entry,
+            scope,
             // RediSearch's COSINE metric reports 1 - cosine similarity.
             similarity: 1.0 - distance.parse::<f32>()?,
         });
@@ -260,9 +349,11 @@ fn create_index(conn: &Connection, s: &Settings) -> Result<()> {
         arg("HASH"),
         arg("PREFIX"),
         arg("1"),
-        arg(KEY_PREFIX),
+        arg(&s.prefix),
         arg("SCHEMA"),
         arg("tenant"),
+        arg("TAG"),
+        arg("scope"),
         arg("TAG"),
         arg("vector"),
         arg("VECTOR"),
@@ -307,15 +398,64 @@ fn index_dimension(conn: &Connection, index: &str) -> Option<i64> {
     text(info.get(at + 1)?)?.parse().ok()
 }
 
+/// Writes an entry and its exact-tier pointer, marks its use, and evicts
+/// the least recently used entries beyond `cache_max_entries`, in one
+/// script. The TTL is not sliding: a hit never renews it.
 fn insert(req: InsertRequest) -> Result<()> {
-    let s = settings()?;
+    const SCRIPT: &str = r#"
+local ttl, now, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'exact', KEYS[2], unpack(ARGV, 4))
+redis.call('SET', KEYS[2], KEYS[1])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  -- Unused for longer than the TTL: expired already.
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl * 1000)
+end
+redis.call('ZADD', KEYS[3], now, KEYS[1])
+local evicted = 0
+local over = redis.call('ZCARD', KEYS[3]) - max
+if max > 0 and over > 0 then
+  local victims = redis.call('ZPOPMIN', KEYS[3], over)
+  for i = 1, #victims, 2 do
+    local victim = victims[i]
+    local pointer = redis.call('HGET', victim, 'exact')
+    if pointer and redis.call('GET', pointer) == victim then
+      redis.call('DEL', pointer)
+    end
+    evicted = evicted + redis.call('DEL', victim)
+  end
+end
+return evicted"#;
+    let s = settings(&req.model, None)?;
     check(&req.tenant, &req.vector, &s)?;
+    if !valid_scope(&req.scope) {
+        bail!("invalid scope {:?}", req.scope);
+    }
     let conn = redis(DB_CACHE)?;
-    let key = entry_key(&req.tenant, &req.prompt);
+    // The index of a model is made on its first lookup; make sure of it
+    // here too, so entries inserted first are indexed.
+    if index_dimension(&conn, &s.index).is_none() {
+        create_index(&conn, &s)?;
+    }
+    let id = exact_id(&req.tenant, &req.scope, &req.prompt);
+    let key = format!("{}{id}", s.prefix);
+    let pointer = format!("{EXACT_PREFIX}{id}");
+    let ttl: i64 = var_parsed("cache_ttl_seconds")?;
+    let max: i64 = var_parsed("cache_max_entries")?;
     let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(3),
         arg(&key),
+        arg(&pointer),
+        arg(LRU_KEY),
+        arg(ttl.to_string()),
+        arg(now_millis().to_string()),
+        arg(max.to_string()),
         arg("tenant"),
         arg(&req.tenant),
+        arg("scope"),
+        arg(&req.scope),
         arg("prompt"),
         arg(&req.prompt),
         arg("result"),
@@ -325,10 +465,9 @@ fn insert(req: InsertRequest) -> Result<()> {
         arg("vector"),
         arg(blob(&req.vector)),
     ];
-    execute(&conn, "HSET", &args)?;
-    let ttl: i64 = var_parsed("cache_ttl_seconds")?;
-    if ttl > 0 {
-        execute(&conn, "EXPIRE", &[arg(&key), RedisParameter::Int64(ttl)])?;
+    let reply = execute(&conn, "EVAL", &args)?;
+    if let Some(RedisResult::Int64(evicted @ 1..)) = reply.first() {
+        count_by("cache_evicted", *evicted);
     }
     Ok(())
 }

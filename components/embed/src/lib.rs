@@ -1,8 +1,11 @@
 //! embed: text -> vectors. `POST /embed` with `{"texts": [...]}`.
 //!
 //! The provider is chosen by the `embedding_provider` variable:
-//! - `local` (default, offline): all-MiniLM-L6-v2 through Spin's
-//!   `fermyon:spin/llm` `generate-embeddings`, which the host runs natively;
+//! - `local` (default, offline): through Spin's `fermyon:spin/llm`
+//!   `generate-embeddings`, the first model of `local_embedding_models`
+//!   the host supports: multilingual-e5-small (English and Spanish alike),
+//!   then all-MiniLM-L6-v2 (English; the only one Spin's own local backend
+//!   has). The answer names the model used.
 //! - `gemini`: `gemini-embedding-001` through `:batchEmbedContents`;
 //! - `openai`: any OpenAI-compatible `/v1/embeddings`.
 //!
@@ -11,7 +14,7 @@
 
 use aies_contract::{EmbedRequest, EmbedResponse};
 use aies_guest::{error, json, parse_body, post_json, var, var_parsed};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -67,10 +70,29 @@ async fn embed(texts: &[String]) -> Result<EmbedResponse> {
     Ok(EmbedResponse { model, vectors })
 }
 
+/// Text some models expect before every input (the E5 family: "query: ").
+fn prefix(model: &str) -> &'static str {
+    if model.contains("e5") {
+        "query: "
+    } else {
+        ""
+    }
+}
+
 fn local(texts: &[String]) -> Result<(String, Vec<Vec<f32>>)> {
-    let model = llm::EmbeddingModel::AllMiniLmL6V2;
-    let out = llm::generate_embeddings(model, texts).map_err(|e| anyhow!("local {model}: {e}"))?;
-    Ok((format!("local:{model}"), out.embeddings))
+    let wanted = var("local_embedding_models")?;
+    for model in wanted.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let input: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{t}", prefix(model)))
+            .collect();
+        match llm::generate_embeddings(llm::EmbeddingModel::Other(model), &input) {
+            Ok(out) => return Ok((format!("local:{model}"), out.embeddings)),
+            Err(llm::Error::ModelNotSupported) => continue,
+            Err(e) => bail!("local {model}: {e}"),
+        }
+    }
+    bail!("the host supports none of local_embedding_models ({wanted})")
 }
 
 async fn gemini(texts: &[String], dimension: usize) -> Result<(String, Vec<Vec<f32>>)> {

@@ -15,6 +15,67 @@ pub const DB_TASKS: u8 = 2;
 
 /// Hash in DB 0 holding the application's counters, read by `GET /metrics`.
 pub const METRICS_KEY: &str = "aies:metrics";
+/// A prompt being answered (DB 1): `aies:inflight:<exact id>` holds the task
+/// id, so the same prompt in the same scope joins it (coalescing).
+pub const INFLIGHT_PREFIX: &str = "aies:inflight:";
+/// Label of the offline stand-in, in `model` and in the answer text.
+pub const OFFLINE_MODEL: &str = "offline-stand-in";
+const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com";
+
+/// The LLM provider in use (`llm_provider`): `gemini`, `openai` or
+/// `offline`; `auto` picks gemini when `google_api_key` is set, else openai
+/// when `openai_api_key` is set or `openai_base_url` points somewhere other
+/// than api.openai.com, else offline.
+pub fn llm_provider() -> Result<String> {
+    let chosen = var("llm_provider")?;
+    if chosen != "auto" {
+        return Ok(chosen);
+    }
+    Ok(if !var("google_api_key")?.is_empty() {
+        "gemini".into()
+    } else if !var("openai_api_key")?.is_empty()
+        || var("openai_base_url")?.trim_end_matches('/') != OPENAI_DEFAULT_BASE
+    {
+        "openai".into()
+    } else {
+        "offline".into()
+    })
+}
+
+/// The model that answers, as results name it (`gemini:gemini-2.0-flash`,
+/// `openai:gpt-4o-mini`, `offline-stand-in`).
+pub fn llm_model_id() -> Result<String> {
+    Ok(match llm_provider()?.as_str() {
+        "gemini" => format!("gemini:{}", var("gemini_model")?),
+        "openai" => format!("openai:{}", var("openai_model")?),
+        other => other.to_string(),
+    })
+}
+
+/// The cache scope of an answer: the LLM model and the generation
+/// parameters, hashed (24 hex digits). Answers are served only within it.
+pub fn scope_id(llm_model: &str, generation: &aies_contract::Generation) -> String {
+    hex(&format!("{llm_model}\n{}", generation.canonical()), 12)
+}
+
+/// A prompt's id within a tenant and scope, up to case, accents,
+/// punctuation and spacing (never numbers): `<tenant>:<scope>:<hash>`.
+/// The exact tier and coalescing key on it.
+pub fn exact_id(tenant: &str, scope: &str, prompt: &str) -> String {
+    let folded = aies_cache_guard::normalize(prompt);
+    format!("{tenant}:{scope}:{}", hex(&folded, 16))
+}
+
+/// The first `bytes` bytes of the text's SHA-256, in hex.
+fn hex(text: &str, bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
     Response::builder()
@@ -92,6 +153,22 @@ where
         .map_err(|e| anyhow!("variable `{name}` = {raw:?} is not valid: {e}"))
 }
 
+/// Whether the request carries `Authorization: Bearer <token>`, compared
+/// in constant time (the time taken does not reveal a matching prefix).
+pub fn bearer_is(req: &Request, token: &str) -> bool {
+    let given = req
+        .header("authorization")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Opens logical database `db` on the Redis server named by the
 /// `redis_host` / `redis_port` variables.
 pub fn redis(db: u8) -> Result<Connection> {
@@ -143,11 +220,16 @@ pub fn hgetall(conn: &Connection, key: &str) -> Result<Vec<(String, String)>> {
 /// Adds one to a counter of the metrics hash. Metrics must never fail a
 /// request, so errors are only logged.
 pub fn count(field: &str) {
+    count_by(field, 1)
+}
+
+/// Adds `n` to a counter of the metrics hash (errors only logged).
+pub fn count_by(field: &str, n: i64) {
     let result = redis(DB_CACHE).and_then(|c| {
         execute(
             &c,
             "HINCRBY",
-            &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(1)],
+            &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(n)],
         )
     });
     if let Err(e) = result {

@@ -1,9 +1,12 @@
 //! ingest: the public API.
 //!
-//! - `POST /process` `{"prompt", "use_cache"?, "metadata"?}` (tenant from the
-//!   `x-tenant-id` header): a semantic-cache hit answers 200 at once; a miss
+//! - `POST /process` `{"prompt", "use_cache"?, "metadata"?, "system"?,
+//!   "temperature"?, "max_tokens"?, "cache_threshold"?}` (tenant from the
+//!   `x-tenant-id` header): a cache hit in the request's scope (tenant, LLM
+//!   model, generation parameters) answers 200 at once; the same prompt
+//!   while its task is running joins that task (202, `coalesced`); a miss
 //!   records the task as PENDING (Redis DB 2), hands the event to the bridge
-//!   for `datos_crudos` and answers 202 with the task id.
+//!   for the API lane and answers 202 with the task id.
 //! - `GET /task/{id}`: the task's status, result or error.
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
@@ -13,13 +16,15 @@ use aies_contract::{
     MAX_PROMPT_CHARS,
 };
 use aies_guest::{
-    call, count, error, execute, hgetall, json, now_secs, redis, stage_url, var, write_task,
-    TaskRecord, DB_CACHE, DB_TASKS, METRICS_KEY,
+    arg, call, count, error, exact_id, execute, hgetall, json, llm_model_id, now_secs, redis,
+    scope_id, stage_url, text, var, write_task, TaskRecord, DB_CACHE, DB_COORDINATION, DB_TASKS,
+    INFLIGHT_PREFIX, METRICS_KEY,
 };
 use anyhow::Result;
 use serde_json::json as j;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::redis::RedisParameter;
 
 /// Largest request body accepted by `POST /process`.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -80,6 +85,15 @@ fn validate(req: &Request) -> Result<(ProcessRequest, String), Response> {
             format!("`prompt` is longer than {MAX_PROMPT_CHARS} characters"),
         ));
     }
+    if let Some(problem) = body.generation().problem() {
+        return Err(error(400, problem));
+    }
+    if let Some(t) = body.cache_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(error(
+            400,
+            format!("`cache_threshold` must be between 0 and 1, got {t}"),
+        ));
+    }
     Ok((body, tenant))
 }
 
@@ -92,8 +106,12 @@ async fn process(req: Request) -> Response {
             return resp;
         }
     };
+    let scope = match llm_model_id() {
+        Ok(model) => scope_id(&model, &body.generation()),
+        Err(e) => return error(500, format!("{e:#}")),
+    };
     if body.use_cache {
-        match cached(&body.prompt, &tenant).await {
+        match cached(&body, &tenant, &scope).await {
             Ok(Some(hit)) => {
                 count("cache_hits");
                 count(match hit.tier {
@@ -109,6 +127,8 @@ async fn process(req: Request) -> Response {
                             "tier": hit.tier,
                             "similarity": hit.similarity,
                             "matched_prompt": hit.prompt,
+                            "entry": hit.entry,
+                            "scope": hit.scope,
                         },
                         "similarity": hit.similarity,
                         "result": hit.result,
@@ -125,7 +145,26 @@ async fn process(req: Request) -> Response {
         }
     }
     let task_id = uuid::Uuid::new_v4().to_string();
-    match enqueue(&task_id, body, tenant).await {
+    if body.use_cache {
+        match join_inflight(&task_id, &body.prompt, &tenant, &scope) {
+            Ok(Some((running, status))) => {
+                count("cache_coalesced");
+                return json(
+                    202,
+                    &j!({"task_id": running, "status": status, "coalesced": true}),
+                );
+            }
+            Ok(None) => {}
+            // Coalescing saves calls; without it the prompt is still answered.
+            Err(e) => eprintln!("coalescing skipped: {e:#}"),
+        }
+    }
+    let (prompt, use_cache) = (body.prompt.clone(), body.use_cache);
+    let enqueued = enqueue(&task_id, body, tenant.clone()).await;
+    if enqueued.is_err() && use_cache {
+        release_inflight(&task_id, &prompt, &tenant, &scope);
+    }
+    match enqueued {
         Ok(()) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
         Err(Enqueue::NotRecorded(e)) => {
             eprintln!("task not recorded: {e:#}");
@@ -154,30 +193,104 @@ enum Enqueue {
 }
 
 /// The exact tier first (no embedding), then the semantic tier.
-async fn cached(prompt: &str, tenant: &str) -> Result<Option<CacheHit>> {
-    let ask = |vector| LookupRequest {
+async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<Option<CacheHit>> {
+    let ask = |vector, model| LookupRequest {
         tenant: tenant.to_string(),
-        prompt: prompt.to_string(),
+        prompt: body.prompt.clone(),
         vector,
+        model,
+        scope: scope.to_string(),
+        threshold: body.cache_threshold,
     };
     let lookup = stage_url("cache-lookup", "/lookup");
-    let exact: LookupResponse = call(&lookup, &ask(None)).await?;
+    let exact: LookupResponse = call(&lookup, &ask(None, None)).await?;
     if exact.hit.is_some() {
         return Ok(exact.hit);
     }
     let embedded: EmbedResponse = call(
         &stage_url("embed", "/embed"),
         &EmbedRequest {
-            texts: vec![prompt.to_string()],
+            texts: vec![body.prompt.clone()],
         },
     )
     .await?;
     let vector = embedded.vectors.into_iter().next().unwrap_or_default();
-    let found: LookupResponse = call(&lookup, &ask(Some(vector))).await?;
+    let found: LookupResponse = call(&lookup, &ask(Some(vector), Some(embedded.model))).await?;
     for why in &found.refused {
         count(&format!("guard_refused_{why}"));
     }
     Ok(found.hit)
+}
+
+/// How long a prompt's in-flight marker lasts at most (a task still
+/// running after this is no longer joined).
+const INFLIGHT_TTL_SECS: i64 = 900;
+
+/// Coalescing: marks this prompt (in its tenant and scope) as being
+/// answered by `task_id`, or, if a task that is not final yet already
+/// answers it, returns that task to join.
+fn join_inflight(
+    task_id: &str,
+    prompt: &str,
+    tenant: &str,
+    scope: &str,
+) -> Result<Option<(String, TaskStatus)>> {
+    const SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[3] then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false"#;
+    let key = format!("{INFLIGHT_PREFIX}{}", exact_id(tenant, scope, prompt));
+    let coordination = redis(DB_COORDINATION)?;
+    let mark = |stale: &str| -> Result<Option<String>> {
+        let args = [
+            arg(SCRIPT),
+            RedisParameter::Int64(1),
+            arg(&key),
+            arg(task_id),
+            RedisParameter::Int64(INFLIGHT_TTL_SECS),
+            arg(stale),
+        ];
+        Ok(execute(&coordination, "EVAL", &args)?
+            .first()
+            .and_then(text))
+    };
+    let Some(running) = mark("")? else {
+        return Ok(None);
+    };
+    // A marker is set just before its task is recorded: no record yet is a
+    // task being made now.
+    let status = match TaskRecord::read(&redis(DB_TASKS)?, &running)?.task(&running) {
+        None => TaskStatus::Pending,
+        Some(task) if !task.status.is_final() => task.status,
+        // Left behind by a task that ended without clearing it: take its
+        // place (unless another request just did).
+        Some(_) => {
+            mark(&running)?;
+            return Ok(None);
+        }
+    };
+    Ok(Some((running, status)))
+}
+
+/// Clears this task's in-flight marker (compare and delete), when the task
+/// could not be enqueued.
+fn release_inflight(task_id: &str, prompt: &str, tenant: &str, scope: &str) {
+    const SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0"#;
+    let key = format!("{INFLIGHT_PREFIX}{}", exact_id(tenant, scope, prompt));
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(1),
+        arg(&key),
+        arg(task_id),
+    ];
+    if let Err(e) = redis(DB_COORDINATION).and_then(|c| execute(&c, "EVAL", &args)) {
+        eprintln!("in-flight marker of {task_id} not cleared: {e:#}");
+    }
 }
 
 /// Records the task as PENDING, then hands the event to the bridge. If the
@@ -191,6 +304,7 @@ async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Result<
     let event = RawEvent {
         version: EVENT_VERSION,
         task_id: Some(task_id.to_string()),
+        generation: body.generation(),
         prompt: body.prompt,
         tenant: Some(tenant),
         use_cache: body.use_cache,
@@ -280,6 +394,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Prompts not found in the semantic cache",
     ),
     (
+        "cache_coalesced",
+        "aies_cache_coalesced_total",
+        "Prompts that joined a running task for the same prompt instead of calling the LLM",
+    ),
+    (
+        "cache_evicted",
+        "aies_cache_evicted_total",
+        "Cache entries evicted by cache_max_entries (least recently used first)",
+    ),
+    (
         "cache_errors",
         "aies_cache_errors_total",
         "Cache lookups that failed (treated as misses)",
@@ -350,10 +474,11 @@ fn docs() -> Response {
         &j!({
             "service": "ai-eventstream",
             "endpoints": {
-                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?}; header x-tenant-id (optional). 200 on a cache hit, 202 {task_id} otherwise",
+                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?}; header x-tenant-id (optional). 200 on a cache hit, 202 {task_id} otherwise",
                 "GET /task/{id}": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error",
                 "GET /metrics": "Prometheus text format",
                 "GET /health": "Redis reachability",
+                "GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush": "the cache's admin endpoints (Authorization: Bearer <admin_token>)",
             },
             "limits": {"body_bytes": MAX_BODY_BYTES, "prompt_chars": MAX_PROMPT_CHARS},
         }),

@@ -10,7 +10,8 @@
 //! labels its answers as not coming from an LLM), or `auto` (default):
 //! gemini when `google_api_key` is set, else openai when `openai_api_key` is
 //! set or `openai_base_url` points somewhere other than api.openai.com,
-//! else offline.
+//! else offline. The event's `system` prompt, `temperature` and
+//! `max_tokens` are sent in each provider's own form.
 //!
 //! Transient failures (transport errors, 408, 429, 5xx) are retried up to
 //! `llm_max_retries` times with exponential backoff, full jitter and the
@@ -18,21 +19,19 @@
 //! the bridge says this is its final attempt.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, InvokeRequest, Outcome, StoreRequest, TaskResult, TaskStatus,
+    valid_task_id, valid_tenant, Generation, InvokeRequest, Outcome, StoreRequest, TaskResult,
+    TaskStatus,
 };
 use aies_guest::{
-    call, count, error, json, parse_body, post_json, redis, stage_url, start_task, stored_task,
-    var, var_parsed, TaskRecord, DB_TASKS,
+    bearer_is, call, count, error, json, llm_model_id, llm_provider, parse_body, post_json, redis,
+    scope_id, stage_url, start_task, stored_task, var, var_parsed, TaskRecord, DB_TASKS,
+    OFFLINE_MODEL,
 };
 use anyhow::{anyhow, Result};
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use std::time::Duration;
-
-/// Label of the offline stand-in, in `model` and in the answer text.
-pub const OFFLINE_MODEL: &str = "offline-stand-in";
-const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com";
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -64,19 +63,7 @@ fn authorized(req: &Request) -> Result<bool> {
     if token.is_empty() {
         return Ok(true);
     }
-    let given = req
-        .header("authorization")
-        .and_then(|v| v.as_str())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    // Compare every byte, so the time taken does not reveal the prefix.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    Ok(same)
+    Ok(bearer_is(req, &token))
 }
 
 async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
@@ -101,7 +88,7 @@ async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
     }
     count("tasks_started");
 
-    let outcome = match generate(&req.prompt).await {
+    let outcome = match generate(&req.prompt, &req.generation).await {
         Ok((result, model)) => Outcome::Success { result, model },
         Err(Failure::Permanent(e)) => Outcome::Failure {
             error: format!("{e:#}"),
@@ -111,6 +98,7 @@ async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
         },
         Err(Failure::Transient(e)) => return Err(e),
     };
+    let scope = scope_id(&llm_model_id()?, &req.generation);
     call(
         &stage_url("store", "/store"),
         &StoreRequest {
@@ -118,6 +106,7 @@ async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
             prompt: req.prompt,
             tenant: req.tenant,
             use_cache: req.use_cache,
+            scope,
             outcome,
         },
     )
@@ -135,32 +124,20 @@ fn permanent(e: anyhow::Error) -> Failure {
     Failure::Permanent(e)
 }
 
-async fn generate(prompt: &str) -> Result<(String, String), Failure> {
-    let provider = provider().map_err(permanent)?;
+async fn generate(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
+    // Third-party events are checked here (the API checks its own).
+    if let Some(problem) = generation.problem() {
+        return Err(permanent(anyhow!(problem)));
+    }
+    let provider = llm_provider().map_err(permanent)?;
     match provider.as_str() {
         "offline" => Ok((offline_answer(prompt), OFFLINE_MODEL.to_string())),
-        "gemini" => gemini(prompt).await,
-        "openai" => openai(prompt).await,
+        "gemini" => gemini(prompt, generation).await,
+        "openai" => openai(prompt, generation).await,
         other => Err(permanent(anyhow!(
             "unknown llm_provider {other:?}: use auto, offline, gemini or openai"
         ))),
     }
-}
-
-fn provider() -> Result<String> {
-    let chosen = var("llm_provider")?;
-    if chosen != "auto" {
-        return Ok(chosen);
-    }
-    Ok(if !var("google_api_key")?.is_empty() {
-        "gemini".into()
-    } else if !var("openai_api_key")?.is_empty()
-        || var("openai_base_url")?.trim_end_matches('/') != OPENAI_DEFAULT_BASE
-    {
-        "openai".into()
-    } else {
-        "offline".into()
-    })
 }
 
 /// The stand-in used when no LLM is configured: deterministic, and says
@@ -174,7 +151,7 @@ fn offline_answer(prompt: &str) -> String {
     )
 }
 
-async fn gemini(prompt: &str) -> Result<(String, String), Failure> {
+async fn gemini(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
     let model = var("gemini_model").map_err(permanent)?;
     let key = var("google_api_key").map_err(permanent)?;
     if key.is_empty() {
@@ -186,7 +163,20 @@ async fn gemini(prompt: &str) -> Result<(String, String), Failure> {
         "{}/v1beta/models/{model}:generateContent",
         var("gemini_base_url").map_err(permanent)?
     );
-    let body = j!({"contents": [{"role": "user", "parts": [{"text": prompt}]}]});
+    let mut body = j!({"contents": [{"role": "user", "parts": [{"text": prompt}]}]});
+    if let Some(system) = &generation.system {
+        body["systemInstruction"] = j!({"parts": [{"text": system}]});
+    }
+    let mut config = serde_json::Map::new();
+    if let Some(t) = generation.temperature {
+        config.insert("temperature".into(), j!(t));
+    }
+    if let Some(n) = generation.max_tokens {
+        config.insert("maxOutputTokens".into(), j!(n));
+    }
+    if !config.is_empty() {
+        body["generationConfig"] = Value::Object(config);
+    }
     let answer = post_with_retries(&url, &[("x-goog-api-key", &key)], &body).await?;
     let parts = answer["candidates"][0]["content"]["parts"]
         .as_array()
@@ -195,7 +185,7 @@ async fn gemini(prompt: &str) -> Result<(String, String), Failure> {
     Ok((text, format!("gemini:{model}")))
 }
 
-async fn openai(prompt: &str) -> Result<(String, String), Failure> {
+async fn openai(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
     let model = var("openai_model").map_err(permanent)?;
     let key = var("openai_api_key").map_err(permanent)?;
     let url = format!(
@@ -208,7 +198,18 @@ async fn openai(prompt: &str) -> Result<(String, String), Failure> {
     } else {
         &[("authorization", &auth)]
     };
-    let body = j!({"model": model, "messages": [{"role": "user", "content": prompt}]});
+    let mut messages = Vec::new();
+    if let Some(system) = &generation.system {
+        messages.push(j!({"role": "system", "content": system}));
+    }
+    messages.push(j!({"role": "user", "content": prompt}));
+    let mut body = j!({"model": model, "messages": messages});
+    if let Some(t) = generation.temperature {
+        body["temperature"] = j!(t);
+    }
+    if let Some(n) = generation.max_tokens {
+        body["max_tokens"] = j!(n);
+    }
     let answer = post_with_retries(&url, headers, &body).await?;
     let text = answer["choices"][0]["message"]["content"]
         .as_str()

@@ -6,18 +6,21 @@
 //! redelivered event) gets the stored result back unchanged. Then it fills
 //! the semantic cache (best effort: a cache that cannot be filled costs a
 //! future hit, not this result) and announces the completion on the
-//! `ai_eventstream:task_completed` channel.
+//! `ai_eventstream:task_completed` channel. Requests for the same prompt
+//! that joined the task while it ran (coalescing) are released.
 
 use aies_contract::{
     valid_task_id, valid_tenant, EmbedRequest, EmbedResponse, InsertRequest, Outcome, StoreRequest,
     TaskResult, TaskStatus, COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    call, count, error, finish_task, json, parse_body, redis, stage_url, stored_task, DB_TASKS,
+    arg, call, count, error, exact_id, execute, finish_task, json, parse_body, redis, stage_url,
+    stored_task, DB_COORDINATION, DB_TASKS, INFLIGHT_PREFIX,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::redis::RedisParameter;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -64,6 +67,13 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
             eprintln!("task {}: cache fill failed: {e:#}", req.task_id);
         }
     }
+    // Requests that joined this task already have its id; new ones may now
+    // use the cache (or start a task of their own).
+    if req.use_cache {
+        if let Err(e) = release_inflight(&req) {
+            eprintln!("task {}: in-flight marker not cleared: {e:#}", req.task_id);
+        }
+    }
     let notice = serde_json::json!({"task_id": req.task_id, "status": status});
     if let Err(e) = conn.publish(COMPLETION_CHANNEL, &serde_json::to_vec(&notice)?) {
         eprintln!("task {}: completion notice failed: {e}", req.task_id);
@@ -85,6 +95,8 @@ async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
     let _: serde_json::Value = call(
         &stage_url("cache-lookup", "/insert"),
         &InsertRequest {
+            model: embedded.model,
+            scope: req.scope.clone(),
             tenant: req.tenant.clone(),
             prompt: req.prompt.clone(),
             result: result.to_string(),
@@ -93,5 +105,27 @@ async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Clears the coalescing marker of this prompt if it still names this task
+/// (compare and delete: a newer task's marker is left alone).
+fn release_inflight(req: &StoreRequest) -> Result<()> {
+    const SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0"#;
+    let key = format!(
+        "{INFLIGHT_PREFIX}{}",
+        exact_id(&req.tenant, &req.scope, &req.prompt)
+    );
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(1),
+        arg(&key),
+        arg(&req.task_id),
+    ];
+    execute(&redis(DB_COORDINATION)?, "EVAL", &args)?;
     Ok(())
 }

@@ -36,6 +36,39 @@ use lexicon::{
 };
 use text::{classify, fold, language, tokenize, Kind, Lang};
 
+/// The similarities a candidate needs, per embedding model: chosen with
+/// `make cache-eval` (README "Semantic cache"); models score on different
+/// scales (multilingual-e5 puts unrelated sentences near 0.8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    /// To be a candidate at all.
+    pub similarity: f32,
+    /// For a candidate worded differently from the prompt.
+    pub reworded: f32,
+    /// The lowest `similarity` a request may ask for (`cache_threshold`).
+    pub floor: f32,
+}
+
+impl Thresholds {
+    /// The defaults for a model (`local:multilingual-e5-small`, ...).
+    pub fn for_model(model: &str) -> Self {
+        let name = model.rsplit(':').next().unwrap_or(model);
+        match name {
+            "multilingual-e5-small" => Self {
+                similarity: 0.85,
+                reworded: 0.88,
+                floor: 0.82,
+            },
+            // all-MiniLM-L6-v2, and the remote providers until measured.
+            _ => Self {
+                similarity: 0.80,
+                reworded: 0.85,
+                floor: 0.75,
+            },
+        }
+    }
+}
+
 /// A prompt, read once.
 #[derive(Clone, Debug)]
 pub struct Analysis {

@@ -61,6 +61,75 @@ pub struct ProcessRequest {
     pub use_cache: bool,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// System prompt / instructions for the LLM.
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// A stricter (or, down to the model's floor, looser) similarity for
+    /// the semantic tier, for this request only.
+    #[serde(default)]
+    pub cache_threshold: Option<f32>,
+}
+
+impl ProcessRequest {
+    pub fn generation(&self) -> Generation {
+        Generation {
+            system: self.system.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+/// Largest `max_tokens` accepted.
+pub const MAX_TOKENS_LIMIT: u32 = 65_536;
+
+/// What changes an LLM's answer besides the prompt and the model. A cached
+/// answer is served only to a request with the same (its scope).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Generation {
+    /// System prompt / instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl Generation {
+    /// Why these parameters cannot be sent to an LLM, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(system) = &self.system {
+            if system.chars().count() > MAX_PROMPT_CHARS {
+                return Some(format!(
+                    "`system` is longer than {MAX_PROMPT_CHARS} characters"
+                ));
+            }
+        }
+        if let Some(t) = self.temperature {
+            if !(0.0..=2.0).contains(&t) {
+                return Some(format!("`temperature` must be between 0 and 2, got {t}"));
+            }
+        }
+        if let Some(n) = self.max_tokens {
+            if !(1..=MAX_TOKENS_LIMIT).contains(&n) {
+                return Some(format!(
+                    "`max_tokens` must be between 1 and {MAX_TOKENS_LIMIT}, got {n}"
+                ));
+            }
+        }
+        None
+    }
+
+    /// The parameters as one unambiguous text (part of a cache scope).
+    pub fn canonical(&self) -> String {
+        let fields = (&self.system, self.temperature, self.max_tokens);
+        serde_json::to_string(&fields).unwrap_or_default()
+    }
 }
 
 fn yes() -> bool {
@@ -82,6 +151,9 @@ pub struct RawEvent {
     pub use_cache: bool,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
+    /// `system`, `temperature`, `max_tokens`, at the top level.
+    #[serde(default, flatten)]
+    pub generation: Generation,
 }
 
 fn event_version() -> u32 {
@@ -160,6 +232,16 @@ pub struct LookupRequest {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<Vec<f32>>,
+    /// The embedding model that made the vector (`EmbedResponse::model`):
+    /// each model has an index of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The cache scope (see `aies_guest::scope_id`): entries of other
+    /// scopes are never candidates.
+    pub scope: String,
+    /// This request's similarity threshold, if it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
 }
 
 /// Which tier of the cache answered.
@@ -180,6 +262,9 @@ pub struct CacheHit {
     pub result: String,
     pub similarity: f32,
     pub task_id: String,
+    /// The entry's id, for `POST /admin/cache/invalidate`.
+    pub entry: String,
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -194,6 +279,9 @@ pub struct LookupResponse {
 /// `POST http://cache-lookup.spin.internal/insert`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InsertRequest {
+    /// The embedding model that made the vector.
+    pub model: String,
+    pub scope: String,
     pub tenant: String,
     pub prompt: String,
     pub result: String,
@@ -208,6 +296,8 @@ pub struct InvokeRequest {
     pub prompt: String,
     pub tenant: String,
     pub use_cache: bool,
+    #[serde(default)]
+    pub generation: Generation,
     /// When true and the call fails, the task is recorded as FAILURE instead
     /// of being left for another retry.
     #[serde(default)]
@@ -229,6 +319,9 @@ pub struct StoreRequest {
     pub prompt: String,
     pub tenant: String,
     pub use_cache: bool,
+    /// The cache scope the answer was made in (`aies_guest::scope_id`).
+    #[serde(default)]
+    pub scope: String,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -275,6 +368,7 @@ mod tests {
             prompt: "p".into(),
             tenant: "default".into(),
             use_cache: true,
+            scope: "s".into(),
             outcome: Outcome::Success {
                 result: "r".into(),
                 model: "m".into(),

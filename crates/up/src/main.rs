@@ -233,6 +233,7 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         .context("aies-up has no folder")?
         .to_path_buf();
     let token = random_hex(24)?;
+    let admin = admin_token(data)?;
     let mut host = Spec::new(
         "host",
         bin_dir.join("aies-host"),
@@ -247,7 +248,8 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         "SPIN_VARIABLE_BRIDGE_URL",
         format!("http://{}", args.bridge_listen),
     )
-    .env("SPIN_VARIABLE_INVOKE_TOKEN", &token);
+    .env("SPIN_VARIABLE_INVOKE_TOKEN", &token)
+    .env("SPIN_VARIABLE_ADMIN_TOKEN", &admin);
     // The seed's names for the providers, passed on as Spin variables.
     for (var, spin) in [
         ("VECTOR_DIMENSION", "VECTOR_DIMENSION"),
@@ -280,6 +282,29 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
     Ok(specs)
 }
 
+/// The admin endpoints' token: `AIES_ADMIN_TOKEN`, or one made once and
+/// kept in `<data>/admin-token` (readable by its owner only), so that it is
+/// never printed.
+fn admin_token(data: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(token) = std::env::var("AIES_ADMIN_TOKEN") {
+        return Ok(token);
+    }
+    let path = data.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token = random_hex(24)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -305,7 +330,8 @@ fn banner(args: &Args, pid: u32) {
   AI-EventStream is up
   API        http://{listen}   (POST /process, GET /task/{{id}}, GET /metrics, GET /health)
   LLM        {llm}
-  Embeddings local all-MiniLM-L6-v2 (offline)
+  Embeddings local multilingual-e5-small (offline; English and Spanish)
+  Admin      http://{listen}/admin/cache/stats   (Authorization: Bearer $(cat {}/admin-token))
   Redis      {}:{} (data in {}/redis)
   Kafka      {} (lanes datos_api and datos_crudos; results datos_procesados; dead letters datos_crudos_dlq)
   Bridge     http://{bridge}   (GET /metrics)
@@ -315,6 +341,7 @@ fn banner(args: &Args, pid: u32) {
          -d '{{\"prompt\":\"What is the capital of France?\"}}'
   Ctrl-C (or SIGTERM to pid {pid}) stops everything, in order.
 ",
+        args.data_dir.display(),
         args.redis_host,
         args.redis_port,
         args.data_dir.display(),

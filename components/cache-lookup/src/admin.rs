@@ -1,0 +1,240 @@
+//! The cache's admin endpoints, public under `/admin/cache/`, each behind
+//! `Authorization: Bearer <admin_token>` (an empty `admin_token`, the
+//! default outside `make up`, disables them: 403).
+//!
+//! - `GET /admin/cache/stats[?tenant=<t>]`: entries per embedding model,
+//!   hits by tier, misses, coalesced requests, LLM calls saved, evictions,
+//!   guard refusals by reason, the limits.
+//! - `POST /admin/cache/invalidate` `{"entry": "<id>"}` (the `cache.entry`
+//!   of a hit) or `{"tenant": "<t>", "scope"?: "<scope>"}`: deletes them.
+//! - `POST /admin/cache/flush`: deletes every entry.
+
+use super::{valid_scope, LRU_KEY};
+use aies_contract::valid_tenant;
+use aies_guest::{
+    arg, bearer_is, error, execute, hgetall, json, redis, text, var, var_parsed, DB_CACHE,
+    METRICS_KEY,
+};
+use anyhow::{bail, Result};
+use serde::Deserialize;
+use serde_json::{json as j, Map, Value};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+
+pub fn handle(req: &Request) -> Response {
+    match var("admin_token") {
+        Ok(token) if token.is_empty() => {
+            return error(
+                403,
+                "the admin endpoints are disabled: set admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
+            )
+        }
+        Ok(token) if !bearer_is(req, &token) => return error(401, "missing or wrong bearer token"),
+        Ok(_) => {}
+        Err(e) => return error(500, format!("{e:#}")),
+    }
+    let result = match (req.method(), req.path()) {
+        (Method::Get, "/admin/cache/stats") => match query_tenant(req.query()) {
+            Ok(tenant) => stats(tenant.as_deref()),
+            Err(e) => return error(400, format!("{e:#}")),
+        },
+        (Method::Post, "/admin/cache/invalidate") => {
+            match serde_json::from_slice::<Invalidate>(req.body()) {
+                Ok(body) => match body.selection() {
+                    Ok(sel) => delete(&sel),
+                    Err(e) => return error(400, format!("{e:#}")),
+                },
+                Err(e) => return error(400, format!("invalid JSON body: {e}")),
+            }
+        }
+        (Method::Post, "/admin/cache/flush") => delete(&Selection::everything()),
+        _ => return error(
+            404,
+            "admin: GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush",
+        ),
+    };
+    match result {
+        Ok(body) => json(200, &body),
+        Err(e) => error(503, format!("{e:#}")),
+    }
+}
+
+/// The query string of `stats`: nothing, or `tenant=<t>`.
+fn query_tenant(query: &str) -> Result<Option<String>> {
+    match query.split_once('=') {
+        _ if query.is_empty() => Ok(None),
+        Some(("tenant", t)) if valid_tenant(t) => Ok(Some(t.to_string())),
+        Some(("tenant", t)) => bail!("invalid tenant {t:?}"),
+        _ => bail!("unknown query {query:?}: only tenant=<t>"),
+    }
+}
+
+fn stats(tenant: Option<&str>) -> Result<Value> {
+    let conn = redis(DB_CACHE)?;
+    let prefix = format!("{}_", var("cache_index")?);
+    let query = match tenant {
+        Some(t) => format!("@tenant:{{{}}}", super::escape_tag(t)),
+        None => "*".to_string(),
+    };
+    let mut by_model = Map::new();
+    let mut total = 0;
+    for index in execute(&conn, "FT._LIST", &[])?.iter().filter_map(text) {
+        let Some(model) = index.strip_prefix(&prefix) else {
+            continue;
+        };
+        let n = count_docs(&conn, &index, &query)?;
+        total += n;
+        by_model.insert(model.to_string(), j!(n));
+    }
+    let counters = hgetall(&conn, METRICS_KEY)?;
+    let counter = |name: &str| -> i64 {
+        counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let refused: Map<String, Value> = aies_cache_guard::Mismatch::ALL
+        .iter()
+        .map(|m| {
+            let why = m.as_str();
+            (
+                why.to_string(),
+                j!(counter(&format!("guard_refused_{why}"))),
+            )
+        })
+        .collect();
+    let (exact, semantic, coalesced) = (
+        counter("cache_hits_exact"),
+        counter("cache_hits_semantic"),
+        counter("cache_coalesced"),
+    );
+    Ok(j!({
+        "tenant": tenant,
+        "entries": {"total": total, "by_model": by_model},
+        "hits": {"exact": exact, "semantic": semantic},
+        "misses": counter("cache_misses"),
+        "coalesced": coalesced,
+        "llm_calls_saved": exact + semantic + coalesced,
+        "evicted": counter("cache_evicted"),
+        "guard_refused": refused,
+        "max_entries": var_parsed::<i64>("cache_max_entries")?,
+        "ttl_seconds": var_parsed::<i64>("cache_ttl_seconds")?,
+    }))
+}
+
+/// Documents of an index matching a query: `FT.SEARCH .. LIMIT 0 0`
+/// answers with the count alone.
+fn count_docs(conn: &Connection, index: &str, query: &str) -> Result<i64> {
+    let args = [
+        arg(index),
+        arg(query),
+        arg("LIMIT"),
+        arg("0"),
+        arg("0"),
+        arg("DIALECT"),
+        arg("2"),
+    ];
+    match execute(conn, "FT.SEARCH", &args)?.first() {
+        Some(RedisResult::Int64(n)) => Ok(*n),
+        other => bail!("unexpected FT.SEARCH reply: {other:?}"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invalidate {
+    entry: Option<String>,
+    tenant: Option<String>,
+    scope: Option<String>,
+}
+
+/// Entries to delete: those whose key matches `pattern` (no glob
+/// characters but `*`) and whose tenant and scope are these, if given.
+struct Selection {
+    pattern: String,
+    tenant: String,
+    scope: String,
+}
+
+impl Selection {
+    fn everything() -> Self {
+        Self {
+            pattern: format!("{}*", super::KEY_PREFIX),
+            tenant: String::new(),
+            scope: String::new(),
+        }
+    }
+}
+
+impl Invalidate {
+    fn selection(self) -> Result<Selection> {
+        let plain = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'))
+        };
+        match (self.entry, self.tenant, self.scope) {
+            (Some(entry), None, None) => {
+                if !entry.starts_with(super::KEY_PREFIX) || !plain(&entry) || entry.len() > 256 {
+                    bail!("`entry` is not a cache entry id (the `cache.entry` of a hit)");
+                }
+                Ok(Selection {
+                    pattern: entry,
+                    tenant: String::new(),
+                    scope: String::new(),
+                })
+            }
+            (None, Some(tenant), scope) => {
+                if !valid_tenant(&tenant) {
+                    bail!("invalid tenant {tenant:?}");
+                }
+                if let Some(s) = scope.as_deref().filter(|s| !valid_scope(s)) {
+                    bail!("invalid scope {s:?} (the `cache.scope` of a hit)");
+                }
+                Ok(Selection {
+                    pattern: format!("{}*", super::KEY_PREFIX),
+                    tenant,
+                    scope: scope.unwrap_or_default(),
+                })
+            }
+            _ => bail!("give either {{\"entry\"}} or {{\"tenant\", \"scope\"?}}"),
+        }
+    }
+}
+
+/// Deletes the selected entries, their exact-tier pointers and their place
+/// in the eviction order, in one script (a scan of the cache's keys).
+fn delete(sel: &Selection) -> Result<Value> {
+    const SCRIPT: &str = r#"
+local deleted, cursor = 0, '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    if redis.call('TYPE', key).ok == 'hash' then
+      local f = redis.call('HMGET', key, 'tenant', 'scope', 'exact')
+      if (ARGV[2] == '' or f[1] == ARGV[2]) and (ARGV[3] == '' or f[2] == ARGV[3]) then
+        if f[3] and redis.call('GET', f[3]) == key then
+          redis.call('DEL', f[3])
+        end
+        redis.call('ZREM', KEYS[1], key)
+        deleted = deleted + redis.call('DEL', key)
+      end
+    end
+  end
+until cursor == '0'
+return deleted"#;
+    let conn = redis(DB_CACHE)?;
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(1),
+        arg(LRU_KEY),
+        arg(&sel.pattern),
+        arg(&sel.tenant),
+        arg(&sel.scope),
+    ];
+    match execute(&conn, "EVAL", &args)?.first() {
+        Some(RedisResult::Int64(n)) => Ok(j!({"deleted": n})),
+        other => bail!("unexpected reply: {other:?}"),
+    }
+}
