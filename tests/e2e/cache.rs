@@ -148,7 +148,9 @@ async fn answers_are_served_only_within_their_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_while_pending_joins_the_running_task() {
     let fake = FakeLlm::start().await;
-    fake.set_delay(std::time::Duration::from_millis(1500));
+    // Slow enough that the first task is still running, even on a loaded
+    // machine, when the repeat arrives.
+    fake.set_delay(std::time::Duration::from_secs(8));
     let system = System::start(Options::new("coalesce").llm(&fake, "openai")).await;
     let prompt = "Summarise the French revolution in one line";
     let (status, first) = system.process(prompt, None).await;

@@ -61,7 +61,7 @@ async fn hits_do_not_renew_an_entry() {
     let mut options = Options::new("ttl").llm(&fake, "openai");
     options
         .variables
-        .insert("cache_ttl_seconds".into(), "4".into());
+        .insert("cache_ttl_seconds".into(), "6".into());
     let system = System::start(options).await;
     let prompt = "Name three primary colours";
     system.complete(prompt).await;
