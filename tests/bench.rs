@@ -12,10 +12,21 @@
 //! - the guard alone: reading a prompt and five candidates and checking them;
 //! - miss: the 202 answer, and the time until the task is SUCCESS through
 //!   Kafka, the bridge and an LLM that takes `LLM_MS` to answer.
+//!
+//! Then throughput (issue 8's table), each next to a baseline of the same
+//! run: the host's no-op component against a native hyper server; cache
+//! hits (exact and semantic) at 1 and 32 closed-loop clients; the pipeline
+//! in events/s (1,000 keys, cache off, LLM answering at once and in 300 ms,
+//! in-flight default and a sweep) against Kafka alone (the same events
+//! relayed by a native consumer-producer); the batch flow (prompt-only
+//! events, cache filled); and the process's memory.
 
 use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
-use aies_tests::harness::{model_dir, Options, System};
+use aies_tests::harness::{
+    broker, consume_distinct, manifest, model_dir, producer, Options, System, Topics,
+};
+use aies_tests::load::{closed_loop, memory_mib, native_ok_server, Load, Request};
 use anyhow::Result;
 use std::time::{Duration, Instant};
 
@@ -46,6 +57,13 @@ fn report(name: &str, samples: &mut [Duration]) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    // One part alone (to profile it): AIES_BENCH_ONLY=noop|hits|pipeline.
+    match std::env::var("AIES_BENCH_ONLY").as_deref() {
+        Ok("noop") => return noop_rows().await,
+        Ok("hits") => return hit_rows().await,
+        Ok("pipeline") => return pipeline_rows().await,
+        _ => {}
+    }
     let fake = FakeLlm::start().await;
     fake.set_delay(Duration::from_millis(LLM_MS));
     let system = System::start(Options::new("bench").llm(&fake, "openai")).await;
@@ -172,5 +190,234 @@ async fn main() -> Result<()> {
         "pipeline overhead on a miss    {:>8.2} ms  (until SUCCESS minus the LLM's {LLM_MS} ms)",
         ms(done) - LLM_MS as f64
     );
+    drop(system);
+    throughput().await
+}
+
+/// How long each closed-loop run lasts.
+const RUN: Duration = Duration::from_secs(5);
+/// Events per pipeline run, and their keys.
+const EVENTS: usize = 3000;
+const KEYS: usize = 1000;
+
+async fn throughput() -> Result<()> {
+    println!();
+    println!("Throughput (closed-loop clients for {RUN:?} each; pipelines of {EVENTS} events, {KEYS} keys)");
+
+    noop_rows().await?;
+    hit_rows().await?;
+    pipeline_rows().await
+}
+
+/// The host's cost per request: a component that only answers "ok".
+async fn noop_rows() -> Result<()> {
+    let native = closed_loop(
+        native_ok_server().await?,
+        &Request::get("/ok"),
+        32,
+        RUN,
+        200,
+    )
+    .await?;
+    // AIES_BENCH_NOOP_ADDR: a host started apart (e.g. under perf).
+    let host = match std::env::var("AIES_BENCH_NOOP_ADDR") {
+        Ok(addr) => addr.parse()?,
+        Err(_) => noop_host().await?,
+    };
+    let noop = closed_loop(host, &Request::get("/ok"), 32, RUN, 200).await?;
+    row("baseline: native hyper, 32 conns", &native);
+    row("no-op component, 32 conns", &noop);
+    println!(
+        "  no-op / native                   {:>6.3}x",
+        noop.per_second / native.per_second
+    );
     Ok(())
+}
+
+async fn hit_rows() -> Result<()> {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("bench-hits").llm(&fake, "openai")).await;
+    system.complete("What is the capital of France?").await;
+    let addr = system.http;
+    let exact = Request::post_json(
+        "/process",
+        &serde_json::json!({"prompt": "what is the capital of france"}),
+    );
+    let semantic = Request::post_json(
+        "/process",
+        &serde_json::json!({"prompt": "What's the capital city of France?"}),
+    );
+    for (name, req) in [("exact", &exact), ("semantic", &semantic)] {
+        for clients in [1, 32] {
+            let load = closed_loop(addr, req, clients, RUN, 200).await?;
+            row(&format!("{name} hit, {clients} client(s)"), &load);
+        }
+    }
+    Ok(())
+}
+
+async fn pipeline_rows() -> Result<()> {
+    let kafka = kafka_alone(EVENTS).await?;
+    println!(
+        "{:<38} {kafka:>8.0} events/s",
+        "baseline: Kafka alone (relayed)"
+    );
+    for (delay_ms, in_flight) in [(0, None), (300, None), (300, Some(256)), (300, Some(1024))] {
+        let run = pipeline(delay_ms, in_flight, EVENTS, Some(KEYS), false).await?;
+        let label = match in_flight {
+            Some(n) => format!("pipeline, LLM {delay_ms} ms, in-flight {n}"),
+            None => format!("pipeline, LLM {delay_ms} ms, default"),
+        };
+        println!(
+            "{label:<38} {:>8.0} events/s  ({:.3}x Kafka alone; {} per-key order violations)",
+            run.0,
+            run.0 / kafka,
+            run.1
+        );
+    }
+    let batch = pipeline(0, None, 1000, None, true).await?;
+    println!(
+        "{:<38} {:>8.0} events/s  ({:.3}x Kafka alone)",
+        "batch flow: 1,000 prompts, cache fill",
+        batch.0,
+        batch.0 / kafka
+    );
+    let (rss, peak) = memory_mib();
+    println!(
+        "memory of this process (host, bridge, load, fake LLM): {rss:.0} MiB resident, {peak:.0} MiB peak"
+    );
+    Ok(())
+}
+
+fn row(name: &str, load: &Load) {
+    println!("{name:<38} {}", load.line());
+}
+
+/// The host serving only the test component whose `/ok` answers "ok".
+async fn noop_host() -> Result<std::net::SocketAddr> {
+    let dir = tempfile::tempdir()?.keep();
+    let wasm = manifest()
+        .parent()
+        .unwrap()
+        .join("components/target/wasm32-wasip2/release/test_runaway.wasm");
+    let toml = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"noop\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"noop\"\n\
+         [component.noop]\nsource = \"{}\"\n",
+        wasm.display()
+    );
+    std::fs::write(dir.join("spin.toml"), toml)?;
+    let mut config = aies_host::HostConfig::new(dir.join("spin.toml"));
+    config.env_variables = false;
+    let server = aies_host::Server::bind(&config, "127.0.0.1:0".parse()?).await?;
+    let addr = server.local_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(addr)
+}
+
+/// Produces `events` into a lane's topic as fast as the broker takes them.
+async fn produce_all(topic: &str, events: usize, keys: Option<usize>, use_cache: bool) {
+    use rdkafka::producer::FutureRecord;
+    let producer = producer();
+    let sends = (0..events).map(|i| {
+        let producer = &producer;
+        async move {
+            let (key, prompt) = match keys {
+                Some(k) => (
+                    Some(format!("k{}", i % k)),
+                    format!("key {} seq {}: a benchmark event", i % k, i / k),
+                ),
+                None => (
+                    None,
+                    format!("Batch question {i}: what is special about {i}?"),
+                ),
+            };
+            let payload = serde_json::json!({"prompt": prompt, "use_cache": use_cache}).to_string();
+            let mut record = FutureRecord::to(topic).payload(&payload);
+            if let Some(k) = &key {
+                record = record.key(k);
+            }
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Events per second through the whole system (first produce to last
+/// result), and how many times an LLM call for a key came before an
+/// earlier event of that key.
+async fn pipeline(
+    delay_ms: u64,
+    in_flight: Option<usize>,
+    events: usize,
+    keys: Option<usize>,
+    use_cache: bool,
+) -> Result<(f64, usize)> {
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_millis(delay_ms));
+    let mut options = Options::new("bench-pipeline").llm(&fake, "openai");
+    options.max_in_flight = in_flight;
+    let system = System::start(options).await;
+    let started = Instant::now();
+    produce_all(&system.topics.raw, events, keys, use_cache).await;
+    consume_distinct(&system.topics.results, events, Duration::from_secs(600)).await?;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let mut last: std::collections::HashMap<String, usize> = Default::default();
+    let mut violations = 0;
+    for prompt in fake.prompts() {
+        let mut words = prompt.split_whitespace();
+        if let (Some("key"), Some(k), Some("seq"), Some(seq)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            let seq: usize = seq.trim_end_matches(':').parse()?;
+            if last.get(k).is_some_and(|&prev| prev > seq) {
+                violations += 1;
+            }
+            last.insert(k.to_string(), seq);
+        }
+    }
+    Ok((rate, violations))
+}
+
+/// The same events through Kafka with no processing at all: a native
+/// consumer reads each and produces it to another topic.
+async fn kafka_alone(events: usize) -> Result<f64> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::Message;
+    let topics = Topics::create("bench-kafka", 3).await;
+    let (input, output) = (topics.raw.clone(), topics.results.clone());
+    let relay = tokio::spawn(async move {
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker().bootstrap)
+            .set("group.id", format!("bench-relay-{}", uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&input]).expect("subscribed");
+        let producer = producer();
+        let mut sends = Vec::with_capacity(events);
+        for i in 0..events {
+            let m = consumer.recv().await.expect("received").detach();
+            let key = format!("{i}");
+            let payload = m.payload().unwrap_or_default().to_vec();
+            let producer = producer.clone();
+            let output = output.clone();
+            sends.push(tokio::spawn(async move {
+                let record = FutureRecord::to(&output).key(&key).payload(&payload);
+                producer.send(record, Duration::from_secs(30)).await.ok();
+            }));
+        }
+        futures::future::join_all(sends).await;
+    });
+    let started = Instant::now();
+    produce_all(&topics.raw, events, Some(KEYS), false).await;
+    consume_distinct(&topics.results, events, Duration::from_secs(300)).await?;
+    relay.await?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
 }

@@ -333,6 +333,8 @@ pub struct Options {
     /// The token the first bridge sends (the app always expects
     /// [`INVOKE_TOKEN`]): a wrong one makes every invocation fail.
     pub bridge_token: &'static str,
+    /// The bridge's events in flight per lane (its default otherwise).
+    pub max_in_flight: Option<usize>,
 }
 
 impl Options {
@@ -345,6 +347,7 @@ impl Options {
             model_dir: None,
             outbound_timeout: None,
             bridge_token: INVOKE_TOKEN,
+            max_in_flight: None,
         }
     }
 
@@ -397,6 +400,9 @@ impl System {
         bridge_config.invoke_token = options.bridge_token.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
+        if let Some(n) = options.max_in_flight {
+            bridge_config.max_in_flight = n;
+        }
         let mut bridge = Bridge::bind(bridge_config.clone())
             .await
             .expect("bridge binds");

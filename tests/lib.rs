@@ -1,7 +1,8 @@
 //! Shared by the end-to-end tests (`e2e/`) and the benchmark (`bench.rs`):
 //! starting real Redis Stack and Tansu servers, the host and the bridge,
-//! and the fake LLM provider.
+//! the fake LLM provider, and the benchmark's load generator.
 
 pub mod fake_llm;
 pub mod harness;
+pub mod load;
 pub mod stack;

@@ -9,6 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -52,6 +53,12 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(ctx);
     tracing::info!("enqueue endpoint on http://{}", listener.local_addr()?);
+    // Answers go out at once, not after the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

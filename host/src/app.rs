@@ -126,6 +126,14 @@ fn engine(max_memory_bytes: usize) -> Result<Engine> {
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
     pool.max_memory_size(max_memory_bytes);
+    // Requests in flight (most wait on the network: an LLM answering in
+    // 300 ms) each hold an instance, and a chained call one more.
+    pool.total_component_instances(2000);
+    pool.total_core_instances(6000);
+    pool.total_memories(4000);
+    pool.total_tables(4000);
+    pool.total_stacks(2000);
+
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match wasmtime::Cache::from_file(None) {
         Ok(cache) => {
