@@ -55,8 +55,20 @@ fn report(name: &str, samples: &mut [Duration]) -> Duration {
     p50
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // As aies-host does: no backtrace for wasmtime's error on every store
+    // drop (the host runs in this process).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> Result<()> {
     // One part alone (to profile it): AIES_BENCH_ONLY=noop|hits|pipeline.
     match std::env::var("AIES_BENCH_ONLY").as_deref() {
         Ok("noop") => return noop_rows().await,
