@@ -24,7 +24,7 @@
 use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::{
-    broker, consume_distinct, manifest, model_dir, producer, Options, System, Topics,
+    broker, consume_distinct, model_dir, producer, test_component_manifest, Options, System, Topics,
 };
 use aies_tests::load::{closed_loop, memory_mib, native_ok_server, Load, Request};
 use anyhow::Result;
@@ -308,18 +308,7 @@ fn row(name: &str, load: &Load) {
 /// The host serving only the test component whose `/ok` answers "ok".
 async fn noop_host() -> Result<std::net::SocketAddr> {
     let dir = tempfile::tempdir()?.keep();
-    let wasm = manifest()
-        .parent()
-        .unwrap()
-        .join("components/target/wasm32-wasip2/release/test_runaway.wasm");
-    let toml = format!(
-        "spin_manifest_version = 2\n[application]\nname = \"noop\"\n\
-         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"noop\"\n\
-         [component.noop]\nsource = \"{}\"\n",
-        wasm.display()
-    );
-    std::fs::write(dir.join("spin.toml"), toml)?;
-    let mut config = aies_host::HostConfig::new(dir.join("spin.toml"));
+    let mut config = aies_host::HostConfig::new(test_component_manifest(&dir));
     config.env_variables = false;
     let server = aies_host::Server::bind(&config, "127.0.0.1:0".parse()?).await?;
     let addr = server.local_addr();

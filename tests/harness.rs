@@ -42,6 +42,25 @@ pub fn manifest_variant(dir: &std::path::Path, edits: &[(&str, &str)]) -> PathBu
     path
 }
 
+/// Writes into `dir` a manifest serving only the test component that
+/// misbehaves on request (`/spin`, `/grow`) and otherwise answers "ok"
+/// (`/ok`: the no-op of the benchmark).
+pub fn test_component_manifest(dir: &std::path::Path) -> PathBuf {
+    let wasm = manifest()
+        .parent()
+        .unwrap()
+        .join("components/target/wasm32-wasip2/release/test_runaway.wasm");
+    let toml = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"test-component\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"test\"\n\
+         [component.test]\nsource = \"{}\"\n",
+        wasm.display()
+    );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 /// The model folder of the repository (for manifests written elsewhere).
 pub fn model_dir() -> PathBuf {
     manifest().parent().unwrap().join(".spin/ai-models")
@@ -593,6 +612,12 @@ impl System {
             .unwrap();
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
+    }
+
+    /// The status of `GET path`, sent without credentials.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        resp.status().as_u16()
     }
 
     pub async fn metrics(&self) -> String {

@@ -40,8 +40,8 @@ pub trait EmbeddingEngine: Send + Sync {
 
 pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
-    /// Tokens read, padding excluded.
-    pub tokens: usize,
+    /// Tokens read per text, padding excluded.
+    pub tokens: Vec<usize>,
 }
 
 /// A sentence-transformers BERT model (all-MiniLM-L6-v2, multilingual-e5-small).
@@ -118,7 +118,7 @@ impl EmbeddingEngine for SentenceBert {
         let tokens = encodings
             .iter()
             .map(|e| e.get_attention_mask().iter().filter(|m| **m == 1).count())
-            .sum();
+            .collect();
         Ok(Embeddings {
             vectors: unit.to_vec2::<f32>()?,
             tokens,
@@ -155,12 +155,12 @@ impl llm::Host for RequestState {
             Some(Err(e)) => return Ok(Err(llm::Error::RuntimeError(e))),
             None => return Ok(Err(llm::Error::ModelNotSupported)),
         };
-        let result = embed_blocking(engine, text).await;
+        let result = engine.embed(text).await;
         Ok(match result {
             Ok(out) => Ok(llm::EmbeddingsResult {
                 embeddings: out.vectors,
                 usage: llm::EmbeddingsUsage {
-                    prompt_token_count: out.tokens as u32,
+                    prompt_token_count: out.tokens.iter().sum::<usize>() as u32,
                 },
             }),
             Err(e) => Err(llm::Error::RuntimeError(format!("{e:#}"))),
@@ -169,7 +169,7 @@ impl llm::Host for RequestState {
 }
 
 /// A model, or why it could not be loaded.
-pub type Loaded = Result<Arc<dyn EmbeddingEngine>, String>;
+pub type Loaded = Result<Arc<Batcher>, String>;
 
 /// The local models the app's components may use, each loaded from
 /// `<dir>/<name>/` on first use (a failure is remembered and reported).
@@ -192,7 +192,7 @@ impl Models {
             .get_or_init(|| async move {
                 let load = tokio::task::spawn_blocking(move || SentenceBert::load(&dir));
                 match load.await {
-                    Ok(Ok(model)) => Ok(Arc::new(model) as Arc<dyn EmbeddingEngine>),
+                    Ok(Ok(model)) => Ok(Arc::new(Batcher::start(Arc::new(model)))),
                     Ok(Err(e)) => Err(format!("loading {name}: {e:#}")),
                     Err(e) => Err(format!("loading {name}: {e}")),
                 }
@@ -202,16 +202,134 @@ impl Models {
     }
 }
 
-/// Runs the CPU-heavy model off the async runtime's threads.
-pub async fn embed_blocking(
-    engine: Arc<dyn EmbeddingEngine>,
+/// Texts one merged batch carries at most.
+const BATCH_TEXTS: usize = 32;
+
+/// One model's embedding calls, run one batch at a time on a thread of its
+/// own: calls that wait together are merged into one batch. On a CPU a
+/// batch costs less per text than the same texts one by one, and many calls
+/// at once would only fight over the cores.
+pub struct Batcher {
+    queue: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+struct Job {
     texts: Vec<String>,
-) -> Result<Embeddings> {
-    if texts.is_empty() {
-        return Ok(Embeddings {
-            vectors: Vec::new(),
-            tokens: 0,
+    reply: tokio::sync::oneshot::Sender<Result<Embeddings, String>>,
+}
+
+impl Batcher {
+    pub fn start(engine: Arc<dyn EmbeddingEngine>) -> Self {
+        let (queue, mut jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        std::thread::spawn(move || {
+            while let Some(first) = jobs.blocking_recv() {
+                let mut batch = vec![first];
+                let mut texts = batch[0].texts.len();
+                while texts < BATCH_TEXTS {
+                    match jobs.try_recv() {
+                        Ok(job) => {
+                            texts += job.texts.len();
+                            batch.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_batch(engine.as_ref(), batch);
+            }
         });
+        Self { queue }
     }
-    tokio::task::spawn_blocking(move || engine.embed(&texts)).await?
+
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
+        if texts.is_empty() {
+            return Ok(Embeddings {
+                vectors: Vec::new(),
+                tokens: Vec::new(),
+            });
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Job { texts, reply })
+            .map_err(|_| anyhow::anyhow!("the embedding thread has stopped"))?;
+        answer
+            .await
+            .context("the embedding thread dropped the call")?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// Embeds the jobs' texts in one call and gives each job its part.
+fn run_batch(engine: &dyn EmbeddingEngine, batch: Vec<Job>) {
+    let all: Vec<String> = batch.iter().flat_map(|j| j.texts.clone()).collect();
+    match engine.embed(&all) {
+        Ok(out) => {
+            let mut vectors = out.vectors.into_iter();
+            let mut tokens = out.tokens.into_iter();
+            for job in batch {
+                let n = job.texts.len();
+                let _ = job.reply.send(Ok(Embeddings {
+                    vectors: vectors.by_ref().take(n).collect(),
+                    tokens: tokens.by_ref().take(n).collect(),
+                }));
+            }
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Each text's vector is its length; counts the calls it gets.
+    struct Lengths(AtomicUsize);
+
+    impl EmbeddingEngine for Lengths {
+        fn embed(&self, texts: &[String]) -> Result<Embeddings> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if texts.iter().any(|t| t == "fail") {
+                bail!("asked to fail");
+            }
+            Ok(Embeddings {
+                vectors: texts.iter().map(|t| vec![t.len() as f32]).collect(),
+                tokens: texts.iter().map(|t| t.len()).collect(),
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_waiting_together_share_a_batch_and_each_gets_its_own_vectors() {
+        let engine = Arc::new(Lengths(AtomicUsize::new(0)));
+        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let calls: Vec<_> = (1..=20)
+            .map(|n| {
+                let batcher = batcher.clone();
+                let texts: Vec<String> = (0..n % 3 + 1).map(|i| "x".repeat(n + i)).collect();
+                tokio::spawn(async move { (texts.clone(), batcher.embed(texts).await) })
+            })
+            .collect();
+        for call in calls {
+            let (texts, out) = call.await.unwrap();
+            let out = out.unwrap();
+            let lengths: Vec<Vec<f32>> = texts.iter().map(|t| vec![t.len() as f32]).collect();
+            assert_eq!(out.vectors, lengths);
+            assert_eq!(
+                out.tokens,
+                texts.iter().map(|t| t.len()).collect::<Vec<_>>()
+            );
+        }
+        let batches = engine.0.load(Ordering::SeqCst);
+        assert!(batches < 20, "20 calls in {batches} batches");
+        // A failing batch fails each call in it, and the next still works.
+        assert!(batcher.embed(vec!["fail".into()]).await.is_err());
+        let ok = batcher.embed(vec!["abc".into()]).await.unwrap();
+        assert_eq!(ok.vectors, vec![vec![3.0]]);
+    }
 }

@@ -218,11 +218,5 @@ async fn a_request_may_ask_for_a_stricter_threshold_or_no_cache() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
     // The admin endpoints are off without an admin_token.
-    let resp = system
-        .client
-        .get(system.url("/admin/cache/stats"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
+    assert_eq!(system.get_status("/admin/cache/stats").await, 403);
 }

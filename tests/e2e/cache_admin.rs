@@ -106,13 +106,7 @@ async fn admin_endpoints_report_invalidate_and_flush() {
     assert_eq!(status, 200, "{hit}");
 
     // Without the token, or with another: refused.
-    let resp = system
-        .client
-        .get(system.url("/admin/cache/stats"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    assert_eq!(system.get_status("/admin/cache/stats").await, 401);
 
     let (status, stats) = admin(&system, "GET", "stats", None).await;
     assert_eq!(status, 200, "{stats}");

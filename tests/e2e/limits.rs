@@ -8,23 +8,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{manifest, manifest_variant, model_dir, Options, System};
+use crate::harness::{manifest_variant, model_dir, test_component_manifest, Options, System};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_component_is_stopped_and_the_host_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = manifest()
-        .parent()
-        .unwrap()
-        .join("components/target/wasm32-wasip2/release/test_runaway.wasm");
-    let toml = format!(
-        "spin_manifest_version = 2\n[application]\nname = \"runaway\"\n\
-         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"runaway\"\n\
-         [component.runaway]\nsource = \"{}\"\n",
-        wasm.display()
-    );
-    std::fs::write(dir.path().join("spin.toml"), toml).unwrap();
-    let mut config = HostConfig::new(dir.path().join("spin.toml"));
+    let mut config = HostConfig::new(test_component_manifest(dir.path()));
     config.env_variables = false;
     config.request_timeout = Duration::from_secs(1);
     config.max_memory_bytes = 64 << 20;

@@ -66,6 +66,30 @@ pub fn exact_id(tenant: &str, scope: &str, prompt: &str) -> String {
     format!("{tenant}:{scope}:{}", hex(&folded, 16))
 }
 
+/// The coalescing marker of a prompt (DB 1).
+pub fn inflight_key(tenant: &str, scope: &str, prompt: &str) -> String {
+    format!("{INFLIGHT_PREFIX}{}", exact_id(tenant, scope, prompt))
+}
+
+/// Clears a prompt's coalescing marker if it still names `task_id`
+/// (compare and delete: a newer task's marker is left alone).
+pub fn release_inflight(task_id: &str, tenant: &str, scope: &str, prompt: &str) -> Result<()> {
+    const SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0"#;
+    let key = inflight_key(tenant, scope, prompt);
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(1),
+        arg(&key),
+        arg(task_id),
+    ];
+    execute(&redis(DB_COORDINATION)?, "EVAL", &args)?;
+    Ok(())
+}
+
 /// The first `bytes` bytes of the text's SHA-256, in hex.
 fn hex(text: &str, bytes: usize) -> String {
     use sha2::{Digest, Sha256};

@@ -16,9 +16,9 @@ use aies_contract::{
     MAX_PROMPT_CHARS,
 };
 use aies_guest::{
-    arg, call, count, error, exact_id, execute, hgetall, json, llm_model_id, now_secs, redis,
-    scope_id, stage_url, text, var, write_task, TaskRecord, DB_CACHE, DB_COORDINATION, DB_TASKS,
-    INFLIGHT_PREFIX, METRICS_KEY,
+    arg, call, count, error, execute, hgetall, inflight_key, json, llm_model_id, now_secs, redis,
+    release_inflight, scope_id, stage_url, text, var, write_task, TaskRecord, DB_CACHE,
+    DB_COORDINATION, DB_TASKS, METRICS_KEY,
 };
 use anyhow::Result;
 use serde_json::json as j;
@@ -162,7 +162,9 @@ async fn process(req: Request) -> Response {
     let (prompt, use_cache) = (body.prompt.clone(), body.use_cache);
     let enqueued = enqueue(&task_id, body, tenant.clone()).await;
     if enqueued.is_err() && use_cache {
-        release_inflight(&task_id, &prompt, &tenant, &scope);
+        if let Err(e) = release_inflight(&task_id, &tenant, &scope, &prompt) {
+            eprintln!("in-flight marker of {task_id} not cleared: {e:#}");
+        }
     }
     match enqueued {
         Ok(()) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
@@ -240,7 +242,7 @@ local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[3] then return current end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false"#;
-    let key = format!("{INFLIGHT_PREFIX}{}", exact_id(tenant, scope, prompt));
+    let key = inflight_key(tenant, scope, prompt);
     let coordination = redis(DB_COORDINATION)?;
     let mark = |stale: &str| -> Result<Option<String>> {
         let args = [
@@ -271,26 +273,6 @@ return false"#;
         }
     };
     Ok(Some((running, status)))
-}
-
-/// Clears this task's in-flight marker (compare and delete), when the task
-/// could not be enqueued.
-fn release_inflight(task_id: &str, prompt: &str, tenant: &str, scope: &str) {
-    const SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0"#;
-    let key = format!("{INFLIGHT_PREFIX}{}", exact_id(tenant, scope, prompt));
-    let args = [
-        arg(SCRIPT),
-        RedisParameter::Int64(1),
-        arg(&key),
-        arg(task_id),
-    ];
-    if let Err(e) = redis(DB_COORDINATION).and_then(|c| execute(&c, "EVAL", &args)) {
-        eprintln!("in-flight marker of {task_id} not cleared: {e:#}");
-    }
 }
 
 /// Records the task as PENDING, then hands the event to the bridge. If the

@@ -14,13 +14,12 @@ use aies_contract::{
     TaskResult, TaskStatus, COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    arg, call, count, error, exact_id, execute, finish_task, json, parse_body, redis, stage_url,
-    stored_task, DB_COORDINATION, DB_TASKS, INFLIGHT_PREFIX,
+    call, count, error, finish_task, json, parse_body, redis, release_inflight, stage_url,
+    stored_task, DB_TASKS,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::RedisParameter;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -70,7 +69,7 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
     // Requests that joined this task already have its id; new ones may now
     // use the cache (or start a task of their own).
     if req.use_cache {
-        if let Err(e) = release_inflight(&req) {
+        if let Err(e) = release_inflight(&req.task_id, &req.tenant, &req.scope, &req.prompt) {
             eprintln!("task {}: in-flight marker not cleared: {e:#}", req.task_id);
         }
     }
@@ -105,27 +104,5 @@ async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
         },
     )
     .await?;
-    Ok(())
-}
-
-/// Clears the coalescing marker of this prompt if it still names this task
-/// (compare and delete: a newer task's marker is left alone).
-fn release_inflight(req: &StoreRequest) -> Result<()> {
-    const SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0"#;
-    let key = format!(
-        "{INFLIGHT_PREFIX}{}",
-        exact_id(&req.tenant, &req.scope, &req.prompt)
-    );
-    let args = [
-        arg(SCRIPT),
-        RedisParameter::Int64(1),
-        arg(&key),
-        arg(&req.task_id),
-    ];
-    execute(&redis(DB_COORDINATION)?, "EVAL", &args)?;
     Ok(())
 }
