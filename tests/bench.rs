@@ -24,7 +24,8 @@
 use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::{
-    broker, consume_distinct, model_dir, producer, test_component_manifest, Options, System, Topics,
+    broker, consume_distinct, model_dir, produce, producer, test_component_manifest, Options,
+    System, Topics,
 };
 use aies_tests::load::{closed_loop, memory_mib, native_ok_server, Load, Request};
 use anyhow::Result;
@@ -318,7 +319,6 @@ async fn noop_host() -> Result<std::net::SocketAddr> {
 
 /// Produces `events` into a lane's topic as fast as the broker takes them.
 async fn produce_all(topic: &str, events: usize, keys: Option<usize>, use_cache: bool) {
-    use rdkafka::producer::FutureRecord;
     let producer = producer();
     let sends = (0..events).map(|i| {
         let producer = &producer;
@@ -334,15 +334,7 @@ async fn produce_all(topic: &str, events: usize, keys: Option<usize>, use_cache:
                 ),
             };
             let payload = serde_json::json!({"prompt": prompt, "use_cache": use_cache}).to_string();
-            let mut record = FutureRecord::to(topic).payload(&payload);
-            if let Some(k) = &key {
-                record = record.key(k);
-            }
-            producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produced");
+            produce(producer, topic, key.as_deref(), &payload).await;
         }
     });
     futures::future::join_all(sends).await;
