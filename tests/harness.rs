@@ -462,7 +462,19 @@ impl System {
             _host_stop: host_stop,
         };
         system.run_bridge(bridge);
+        let manifest_text = std::fs::read_to_string(&host_config.manifest).unwrap();
+        if manifest_text.contains("[[trigger.redis]]") {
+            // The host's Redis, which a test may have pointed elsewhere.
+            let port = host_config.variables["redis_port"].parse().unwrap();
+            wait_subscribed(port).await;
+        }
         system
+    }
+
+    /// Waits until the host's Redis trigger listens on the completion
+    /// channel of this system's Redis.
+    pub async fn wait_subscribed(&self) {
+        wait_subscribed(self.redis.port).await;
     }
 
     fn run_bridge(&mut self, bridge: Bridge) {
@@ -552,8 +564,8 @@ impl System {
     }
 
     /// Sends a prompt that must miss, and waits until its whole pipeline is
-    /// done: the task is final and its result is on `datos_procesados`
-    /// (so the cache has been filled too).
+    /// done: the task is final, its result is on `datos_procesados`, and
+    /// cache-fill has put it into the cache.
     pub async fn complete(&self, prompt: &str) -> TaskResult {
         self.complete_json(serde_json::json!({ "prompt": prompt }), None)
             .await
@@ -567,7 +579,8 @@ impl System {
             .await
     }
 
-    /// Waits until a task is final and its result is on `datos_procesados`.
+    /// Waits until a task is final, its result is on `datos_procesados`
+    /// and its cache fill (if any) is over.
     pub async fn finished(&self, id: &str, tenant: Option<&str>) -> TaskResult {
         let task = self.wait_final(id, tenant).await.unwrap();
         read_until(&self.topics.results, Duration::from_secs(30), |m| {
@@ -575,7 +588,32 @@ impl System {
         })
         .await
         .unwrap();
+        self.wait_filled(id).await;
         task
+    }
+
+    /// Waits until no in-flight marker names the task: cache-fill clears
+    /// it once the answer is in the cache (or the fill failed).
+    pub async fn wait_filled(&self, id: &str) {
+        use redis::AsyncCommands;
+        let mut coordination = self.redis.connection(1).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let keys: Vec<String> = coordination.keys("aies:inflight:*").await.unwrap();
+            let mut named = false;
+            for key in keys {
+                let task: Option<String> = coordination.get(&key).await.unwrap();
+                named |= task.as_deref() == Some(id);
+            }
+            if !named {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id}: cache fill not done after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Checks the end of a batch: every result message says SUCCESS, and
@@ -637,4 +675,31 @@ pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+/// Waits until a Redis trigger listens on the completion channel of the
+/// Redis at `port` (a notice published before that would not be seen).
+pub async fn wait_subscribed(port: u16) {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(aies_contract::COMPLETION_CHANNEL)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host's Redis trigger did not subscribe within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

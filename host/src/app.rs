@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
-use crate::bindings::HostWorld;
+use crate::bindings::{HostWorld, RedisTriggerPre};
 use crate::llm::{Models, LOCAL_MODELS};
 use crate::manifest::{AppVariables, Manifest, Route};
 use crate::outbound_http::OutboundHttp;
@@ -65,7 +65,21 @@ impl HostConfig {
 
 struct Loaded {
     info: Arc<ComponentInfo>,
-    pre: ProxyPre<RequestState>,
+    entry: Entry,
+}
+
+/// The export a component is run through, chosen by its trigger.
+enum Entry {
+    Http(ProxyPre<RequestState>),
+    Redis(RedisTriggerPre<RequestState>),
+}
+
+/// A `[[trigger.redis]]` entry, its templates expanded.
+#[derive(Debug, Clone)]
+pub struct RedisSubscription {
+    pub address: String,
+    pub channel: String,
+    pub component: usize,
 }
 
 /// A route of the HTTP trigger: an exact path, or a prefix ending in `/...`.
@@ -107,6 +121,7 @@ pub struct App {
     components: Vec<Loaded>,
     by_name: HashMap<String, usize>,
     routes: Vec<(RoutePattern, usize)>,
+    pub subscriptions: Vec<RedisSubscription>,
     pub redis: RedisPool,
     pub models: Models,
     pub outbound_timeout: Duration,
@@ -188,9 +203,16 @@ impl App {
                 .instantiate_pre(&component)
                 .map_err(wt)
                 .with_context(|| format!("component `{name}`: linking its imports"))?;
-            let pre = ProxyPre::new(pre).map_err(wt).with_context(|| {
-                format!("component `{name}` does not export wasi:http/incoming-handler")
-            })?;
+            let on_redis = manifest.trigger.redis.iter().any(|t| &t.component == name);
+            let entry = if on_redis {
+                Entry::Redis(RedisTriggerPre::new(pre).map_err(wt).with_context(|| {
+                    format!("component `{name}` does not export fermyon:spin/inbound-redis")
+                })?)
+            } else {
+                Entry::Http(ProxyPre::new(pre).map_err(wt).with_context(|| {
+                    format!("component `{name}` does not export wasi:http/incoming-handler")
+                })?)
+            };
             let mut hosts = Vec::new();
             for h in &decl.allowed_outbound_hosts {
                 let h = vars
@@ -229,7 +251,7 @@ impl App {
             by_name.insert(name.clone(), components.len());
             components.push(Loaded {
                 info: Arc::new(info),
-                pre,
+                entry,
             });
         }
 
@@ -238,6 +260,22 @@ impl App {
             if let Route::Path(p) = &t.route {
                 routes.push((RoutePattern::parse(p), by_name[&t.component]));
             }
+        }
+
+        let default_address = manifest.application.trigger.redis.as_ref();
+        let mut subscriptions = Vec::new();
+        for t in &manifest.trigger.redis {
+            let address = t
+                .address
+                .as_deref()
+                .or(default_address.map(|d| d.address.as_str()))
+                .expect("manifest checked that every Redis trigger has an address");
+            let context = || format!("Redis trigger of `{}`", t.component);
+            subscriptions.push(RedisSubscription {
+                address: vars.expand(address).with_context(context)?,
+                channel: vars.expand(&t.channel).with_context(context)?,
+                component: by_name[&t.component],
+            });
         }
 
         let model_dir = config
@@ -266,6 +304,7 @@ impl App {
             components,
             by_name,
             routes,
+            subscriptions,
             redis: RedisPool::default(),
             models,
             outbound_timeout: config.outbound_timeout,
@@ -310,28 +349,13 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let loaded = &self.components[index];
-        let state = RequestState {
-            app: self.clone(),
-            component: loaded.info.clone(),
-            wasi: WasiCtx::builder().inherit_stderr().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            outbound: OutboundHttp {
-                app: self.clone(),
-                component: loaded.info.clone(),
-            },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.max_memory_bytes)
-                .instances(16)
-                .build(),
-            redis_handles: 0,
+        let Entry::Http(pre) = &loaded.entry else {
+            bail!(
+                "component `{}` is not on the HTTP trigger",
+                loaded.info.name
+            );
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (self.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-
+        let mut store = self.new_store(loaded);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -343,7 +367,7 @@ impl App {
             .http()
             .new_response_outparam(sender)
             .map_err(wt)?;
-        let pre = loaded.pre.clone();
+        let pre = pre.clone();
         let name = loaded.info.name.clone();
         let timeout = self.request_timeout;
         let task = tokio::spawn(async move {
@@ -376,6 +400,64 @@ impl App {
                 )))
             }
         }
+    }
+
+    /// Runs one Redis message through component `index`'s
+    /// `fermyon:spin/inbound-redis` export, under the same limits as a request.
+    pub async fn handle_message(self: &Arc<Self>, index: usize, payload: Vec<u8>) -> Result<()> {
+        let loaded = &self.components[index];
+        let Entry::Redis(pre) = &loaded.entry else {
+            bail!(
+                "component `{}` is not on the Redis trigger",
+                loaded.info.name
+            );
+        };
+        let mut store = self.new_store(loaded);
+        let name = &loaded.info.name;
+        let run = async {
+            let guest = pre.instantiate_async(&mut store).await.map_err(wt)?;
+            guest
+                .fermyon_spin_inbound_redis()
+                .call_handle_message(&mut store, &payload)
+                .await
+                .map_err(wt)
+        };
+        match tokio::time::timeout(self.request_timeout, run).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => bail!("component `{name}` returned {e:?}"),
+            Ok(Err(e)) => Err(e.context(format!("component `{name}` failed"))),
+            Err(_) => bail!(
+                "component `{name}` did not finish within {:?} and was stopped",
+                self.request_timeout
+            ),
+        }
+    }
+
+    /// A fresh store for one run of a component: its own WASI context,
+    /// memory limit and epoch deadline.
+    fn new_store(self: &Arc<Self>, loaded: &Loaded) -> Store<RequestState> {
+        let state = RequestState {
+            app: self.clone(),
+            component: loaded.info.clone(),
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundHttp {
+                app: self.clone(),
+                component: loaded.info.clone(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.max_memory_bytes)
+                .instances(16)
+                .build(),
+            redis_handles: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
     }
 
     /// Local service chaining: `http://<name>.spin.internal/...`.

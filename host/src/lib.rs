@@ -2,7 +2,7 @@
 //! wasmtime, providing exactly the interfaces our components import:
 //! `wasi:http` (incoming and outgoing, with local service chaining),
 //! `fermyon:spin/redis`, `fermyon:spin/variables` and `fermyon:spin/llm`
-//! embeddings.
+//! embeddings; and Spin's HTTP and Redis triggers.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -20,6 +20,7 @@ pub mod llm;
 pub mod manifest;
 mod outbound_http;
 mod redis;
+mod redis_trigger;
 pub mod server;
 mod state;
 pub mod telemetry;

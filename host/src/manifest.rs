@@ -22,6 +22,20 @@ pub struct Manifest {
 #[derive(Debug, Deserialize)]
 pub struct Application {
     pub name: String,
+    #[serde(default)]
+    pub trigger: ApplicationTriggers,
+}
+
+/// `[application.trigger.*]`: settings shared by all triggers of a type.
+#[derive(Debug, Default, Deserialize)]
+pub struct ApplicationTriggers {
+    pub redis: Option<RedisTriggerSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedisTriggerSettings {
+    /// The default server of `[[trigger.redis]]` entries, `redis://host:port`.
+    pub address: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +51,17 @@ pub struct VariableDecl {
 pub struct Triggers {
     #[serde(default)]
     pub http: Vec<HttpTrigger>,
+    #[serde(default)]
+    pub redis: Vec<RedisTrigger>,
+}
+
+/// `[[trigger.redis]]`: messages on `channel` run `component`.
+#[derive(Debug, Deserialize)]
+pub struct RedisTrigger {
+    pub channel: String,
+    pub component: String,
+    /// Overrides `[application.trigger.redis] address` for this channel.
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,18 +92,42 @@ impl Manifest {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading manifest {}", path.display()))?;
-        let manifest: Manifest =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("manifest {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let manifest: Manifest = toml::from_str(text)?;
         if manifest.spin_manifest_version != 2 {
             bail!(
-                "{}: spin_manifest_version must be 2, found {}",
-                path.display(),
+                "spin_manifest_version must be 2, found {}",
                 manifest.spin_manifest_version
             );
         }
         for t in &manifest.trigger.http {
             if !manifest.component.contains_key(&t.component) {
                 bail!("HTTP trigger names unknown component `{}`", t.component);
+            }
+        }
+        for t in &manifest.trigger.redis {
+            if !manifest.component.contains_key(&t.component) {
+                bail!("Redis trigger names unknown component `{}`", t.component);
+            }
+            if manifest
+                .trigger
+                .http
+                .iter()
+                .any(|h| h.component == t.component)
+            {
+                bail!(
+                    "component `{}` is on both the HTTP and the Redis trigger: one component serves one trigger",
+                    t.component
+                );
+            }
+            if t.address.is_none() && manifest.application.trigger.redis.is_none() {
+                bail!(
+                    "Redis trigger of `{}` has no address: set [application.trigger.redis] address",
+                    t.component
+                );
             }
         }
         Ok(manifest)
@@ -182,5 +231,31 @@ mod tests {
         let vars = AppVariables::resolve(&decls(), &overrides, |_| None).unwrap();
         assert!(vars.expand("{{ nope }}").is_err());
         assert!(vars.expand("{{ host").is_err());
+    }
+
+    const APP: &str = "spin_manifest_version = 2\n[application]\nname = \"a\"\n\
+                       [component.c]\nsource = \"c.wasm\"\n";
+
+    #[test]
+    fn redis_triggers_need_an_address_and_their_own_component() {
+        let channel = "[[trigger.redis]]\nchannel = \"done\"\ncomponent = \"c\"\n";
+        let err = Manifest::parse(&format!("{APP}{channel}")).unwrap_err();
+        assert!(err.to_string().contains("no address"), "{err}");
+
+        let with_address = format!("{APP}{channel}address = \"redis://127.0.0.1:6379\"\n");
+        let manifest = Manifest::parse(&with_address).unwrap();
+        assert_eq!(manifest.trigger.redis[0].channel, "done");
+
+        let app_address = APP.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\n[application.trigger.redis]\naddress = \"redis://r:1\"\n",
+        );
+        let manifest = Manifest::parse(&format!("{app_address}{channel}")).unwrap();
+        let settings = manifest.application.trigger.redis.unwrap();
+        assert_eq!(settings.address, "redis://r:1");
+
+        let both = format!("{with_address}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n");
+        let err = Manifest::parse(&both).unwrap_err();
+        assert!(err.to_string().contains("both"), "{err}");
     }
 }

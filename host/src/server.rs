@@ -48,6 +48,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        let redis_trigger = tokio::spawn(crate::redis_trigger::run(self.app.clone()));
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -85,6 +86,7 @@ impl Server {
                 }
             });
         }
+        redis_trigger.abort();
         tracing::info!("HTTP trigger stopped");
         Ok(())
     }

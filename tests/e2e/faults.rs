@@ -102,6 +102,12 @@ async fn redis_killed_mid_batch_and_restarted_from_its_append_only_file_loses_no
         log.contains("the pipeline is unavailable"),
         "the bridge should say it held events while Redis was down"
     );
+    let log = stack.setup.log_text("host");
+    assert!(
+        log.contains("Redis trigger lost its connection")
+            && log.contains("Redis trigger reconnected"),
+        "the host's Redis trigger should say it lost Redis and came back:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

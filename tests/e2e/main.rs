@@ -13,6 +13,7 @@ mod lanes;
 mod limits;
 mod pipeline;
 mod providers;
+mod redis_trigger;
 mod up;
 mod wasm;
 

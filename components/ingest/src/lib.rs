@@ -11,9 +11,9 @@
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, CacheHit, CacheTier, EmbedRequest, EmbedResponse, LookupRequest,
-    LookupResponse, ProcessRequest, RawEvent, TaskStatus, DEFAULT_TENANT, EVENT_VERSION,
-    MAX_PROMPT_CHARS,
+    valid_task_id, valid_tenant, vector_key, CacheHit, CacheTier, EmbedRequest, EmbedResponse,
+    LookupRequest, LookupResponse, ProcessRequest, RawEvent, StashedVector, TaskStatus,
+    DEFAULT_TENANT, EVENT_VERSION, MAX_PROMPT_CHARS,
 };
 use aies_guest::{
     arg, call, count, error, execute, hgetall, inflight_key, json, llm_model_id, now_secs, redis,
@@ -110,9 +110,10 @@ async fn process(req: Request) -> Response {
         Ok(model) => scope_id(&model, &body.generation()),
         Err(e) => return error(500, format!("{e:#}")),
     };
+    let mut vector = None;
     if body.use_cache {
         match cached(&body, &tenant, &scope).await {
-            Ok(Some(hit)) => {
+            Ok(Lookup::Hit(hit)) => {
                 count("cache_hits");
                 count(match hit.tier {
                     CacheTier::Exact => "cache_hits_exact",
@@ -136,7 +137,10 @@ async fn process(req: Request) -> Response {
                     }),
                 );
             }
-            Ok(None) => count("cache_misses"),
+            Ok(Lookup::Miss(v)) => {
+                count("cache_misses");
+                vector = v;
+            }
             // The cache is an optimisation: when it fails, process anyway.
             Err(e) => {
                 eprintln!("cache lookup failed, treating as a miss: {e:#}");
@@ -157,6 +161,12 @@ async fn process(req: Request) -> Response {
             Ok(None) => {}
             // Coalescing saves calls; without it the prompt is still answered.
             Err(e) => eprintln!("coalescing skipped: {e:#}"),
+        }
+    }
+    if let Some(v) = vector {
+        // Saves cache-fill from embedding the prompt again.
+        if let Err(e) = stash_vector(&task_id, &v) {
+            eprintln!("vector of {task_id} not kept for the cache fill: {e:#}");
         }
     }
     let (prompt, use_cache) = (body.prompt.clone(), body.use_cache);
@@ -194,8 +204,28 @@ enum Enqueue {
     Refused(anyhow::Error),
 }
 
+enum Lookup {
+    Hit(CacheHit),
+    /// A miss, with the prompt's vector when the semantic tier was asked.
+    Miss(Option<StashedVector>),
+}
+
+/// How long a missed prompt's vector waits for its cache fill.
+const VECTOR_TTL_SECS: i64 = 3600;
+
+fn stash_vector(task_id: &str, v: &StashedVector) -> Result<()> {
+    let args = [
+        arg(vector_key(task_id)),
+        arg(serde_json::to_vec(v)?),
+        arg("EX"),
+        RedisParameter::Int64(VECTOR_TTL_SECS),
+    ];
+    execute(&redis(DB_TASKS)?, "SET", &args)?;
+    Ok(())
+}
+
 /// The exact tier first (no embedding), then the semantic tier.
-async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<Option<CacheHit>> {
+async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<Lookup> {
     let ask = |vector, model| LookupRequest {
         tenant: tenant.to_string(),
         prompt: body.prompt.clone(),
@@ -206,8 +236,8 @@ async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<Opti
     };
     let lookup = stage_url("cache-lookup", "/lookup");
     let exact: LookupResponse = call(&lookup, &ask(None, None)).await?;
-    if exact.hit.is_some() {
-        return Ok(exact.hit);
+    if let Some(hit) = exact.hit {
+        return Ok(Lookup::Hit(hit));
     }
     let embedded: EmbedResponse = call(
         &stage_url("embed", "/embed"),
@@ -217,11 +247,16 @@ async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<Opti
     )
     .await?;
     let vector = embedded.vectors.into_iter().next().unwrap_or_default();
-    let found: LookupResponse = call(&lookup, &ask(Some(vector), Some(embedded.model))).await?;
+    let model = embedded.model;
+    let found: LookupResponse =
+        call(&lookup, &ask(Some(vector.clone()), Some(model.clone()))).await?;
     for why in &found.refused {
         count(&format!("guard_refused_{why}"));
     }
-    Ok(found.hit)
+    Ok(match found.hit {
+        Some(hit) => Lookup::Hit(hit),
+        None => Lookup::Miss(Some(StashedVector { model, vector })),
+    })
 }
 
 /// How long a prompt's in-flight marker lasts at most (a task still
@@ -379,6 +414,16 @@ const METRICS: &[(&str, &str, &str)] = &[
         "cache_coalesced",
         "aies_cache_coalesced_total",
         "Prompts that joined a running task for the same prompt instead of calling the LLM",
+    ),
+    (
+        "cache_fills",
+        "aies_cache_fills_total",
+        "Answers put into the cache by cache-fill",
+    ),
+    (
+        "cache_fill_embedded",
+        "aies_cache_fill_embedded_total",
+        "Cache fills that had to embed the prompt (no vector kept by ingest)",
     ),
     (
         "cache_evicted",

@@ -3,23 +3,22 @@
 //! Writes the outcome into the task record (Redis DB 2) exactly once: the
 //! first writer claims the record with `HSETNX finished_at` and writes its
 //! fields in the same Lua script, and any later write for the same task (a
-//! redelivered event) gets the stored result back unchanged. Then it fills
-//! the semantic cache (best effort: a cache that cannot be filled costs a
-//! future hit, not this result) and announces the completion on the
-//! `ai_eventstream:task_completed` channel. Requests for the same prompt
-//! that joined the task while it ran (coalescing) are released.
+//! redelivered event) gets the stored result back unchanged. Then it
+//! announces the completion on the `ai_eventstream:task_completed` channel,
+//! where the cache-fill component picks up answers for the semantic cache.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, EmbedRequest, EmbedResponse, InsertRequest, Outcome, StoreRequest,
-    TaskResult, TaskStatus, COMPLETION_CHANNEL,
+    valid_task_id, valid_tenant, CompletionNotice, Outcome, StoreRequest, TaskResult, TaskStatus,
+    COMPLETION_CHANNEL,
 };
 use aies_guest::{
-    call, count, error, finish_task, json, parse_body, redis, release_inflight, stage_url,
+    arg, count, error, execute, finish_task, json, parse_body, redis, release_inflight,
     stored_task, DB_TASKS,
 };
 use anyhow::{bail, Result};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::redis::{Connection, RedisResult};
 
 #[http_component]
 async fn handle(req: Request) -> Response {
@@ -33,13 +32,13 @@ async fn handle(req: Request) -> Response {
     if !valid_task_id(&body.task_id) || !valid_tenant(&body.tenant) {
         return error(400, "invalid task_id or tenant");
     }
-    match store(body).await {
+    match store(body) {
         Ok(task) => json(200, &task),
         Err(e) => error(503, format!("{e:#}")),
     }
 }
 
-async fn store(req: StoreRequest) -> Result<TaskResult> {
+fn store(req: StoreRequest) -> Result<TaskResult> {
     let conn = redis(DB_TASKS)?;
     let (status, mut fields) = match &req.outcome {
         Outcome::Success { result, model } => (
@@ -61,48 +60,35 @@ async fn store(req: StoreRequest) -> Result<TaskResult> {
         _ => "tasks_failure",
     });
 
-    if let (Outcome::Success { result, .. }, true) = (&req.outcome, req.use_cache) {
-        if let Err(e) = fill_cache(&req, result).await {
-            eprintln!("task {}: cache fill failed: {e:#}", req.task_id);
-        }
-    }
-    // Requests that joined this task already have its id; new ones may now
-    // use the cache (or start a task of their own).
-    if req.use_cache {
+    // The cache fill runs apart (cache-fill, on the completion channel), so
+    // a result never waits for an embedding. It clears the in-flight marker
+    // once the cache holds the answer; until then repeats join this task.
+    let fill_cache = req.use_cache && status == TaskStatus::Success;
+    let notice = CompletionNotice {
+        task_id: req.task_id.clone(),
+        status,
+        tenant: req.tenant.clone(),
+        scope: req.scope.clone(),
+        fill_cache,
+    };
+    let listeners = publish(&conn, &notice).unwrap_or_else(|e| {
+        eprintln!("task {}: completion notice failed: {e:#}", req.task_id);
+        0
+    });
+    if req.use_cache && (!fill_cache || listeners == 0) {
         if let Err(e) = release_inflight(&req.task_id, &req.tenant, &req.scope, &req.prompt) {
             eprintln!("task {}: in-flight marker not cleared: {e:#}", req.task_id);
         }
     }
-    let notice = serde_json::json!({"task_id": req.task_id, "status": status});
-    if let Err(e) = conn.publish(COMPLETION_CHANNEL, &serde_json::to_vec(&notice)?) {
-        eprintln!("task {}: completion notice failed: {e}", req.task_id);
-    }
     stored_task(&conn, &req.task_id)
 }
 
-async fn fill_cache(req: &StoreRequest, result: &str) -> Result<()> {
-    let embedded: EmbedResponse = call(
-        &stage_url("embed", "/embed"),
-        &EmbedRequest {
-            texts: vec![req.prompt.clone()],
-        },
-    )
-    .await?;
-    let Some(vector) = embedded.vectors.into_iter().next() else {
-        bail!("embed returned no vector");
-    };
-    let _: serde_json::Value = call(
-        &stage_url("cache-lookup", "/insert"),
-        &InsertRequest {
-            model: embedded.model,
-            scope: req.scope.clone(),
-            tenant: req.tenant.clone(),
-            prompt: req.prompt.clone(),
-            result: result.to_string(),
-            task_id: req.task_id.clone(),
-            vector,
-        },
-    )
-    .await?;
-    Ok(())
+/// Publishes the notice; answers how many subscribers received it.
+fn publish(conn: &Connection, notice: &CompletionNotice) -> Result<i64> {
+    let payload = serde_json::to_vec(notice)?;
+    let args = [arg(COMPLETION_CHANNEL), arg(payload)];
+    match execute(conn, "PUBLISH", &args)?.first() {
+        Some(RedisResult::Int64(n)) => Ok(*n),
+        other => bail!("PUBLISH answered {other:?}"),
+    }
 }

@@ -18,7 +18,8 @@ pub const RESULT_TOPIC: &str = "datos_procesados";
 pub const DEAD_LETTER_TOPIC: &str = "datos_crudos_dlq";
 /// The bridge's consumer group (the API lane's group adds `_api`).
 pub const CONSUMER_GROUP: &str = "ai_eventstream_consumers";
-/// Redis pub/sub channel on which store announces finished tasks.
+/// Redis pub/sub channel on which store announces finished tasks
+/// ([`CompletionNotice`]); the cache-fill component is triggered by it.
 pub const COMPLETION_CHANNEL: &str = "ai_eventstream:task_completed";
 /// Version written into every event this system produces.
 pub const EVENT_VERSION: u32 = 1;
@@ -324,6 +325,36 @@ pub struct StoreRequest {
     pub scope: String,
     #[serde(flatten)]
     pub outcome: Outcome,
+}
+
+/// Published by store on [`COMPLETION_CHANNEL`] once a task is final.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionNotice {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub tenant: String,
+    /// The cache scope of the answer (`aies_guest::scope_id`).
+    #[serde(default)]
+    pub scope: String,
+    /// The answer should go into the semantic cache (a success with
+    /// `use_cache`): the cache-fill component does it.
+    #[serde(default)]
+    pub fill_cache: bool,
+}
+
+/// Redis key (DB 2, expiring) of the prompt vector that ingest computed for
+/// a task it could not answer from the cache: the cache fill uses it rather
+/// than embedding the prompt again.
+pub fn vector_key(task_id: &str) -> String {
+    format!("aies:vector:{task_id}")
+}
+
+/// The value at [`vector_key`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StashedVector {
+    /// The embedding model that made it (`EmbedResponse::model`).
+    pub model: String,
+    pub vector: Vec<f32>,
 }
 
 /// Every error body of every stage: `{"error": "..."}`.
