@@ -395,6 +395,8 @@ pub struct System {
     pub redis: Redis,
     pub topics: Topics,
     pub http: SocketAddr,
+    /// The first bridge's HTTP side (`/enqueue`, `/metrics`).
+    pub bridge_http: SocketAddr,
     pub client: reqwest::Client,
     /// The first bridge's settings, for starting more members of its group.
     pub bridge_config: BridgeConfig,
@@ -420,12 +422,13 @@ impl System {
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
         if let Some(n) = options.max_in_flight {
-            bridge_config.max_in_flight = n;
+            bridge_config.max_in_flight = aies_bridge::in_flight::InFlight::Fixed(n);
         }
         let mut bridge = Bridge::bind(bridge_config.clone())
             .await
             .expect("bridge binds");
 
+        let bridge_http = bridge.local_addr();
         let mut host_config = HostConfig::new(options.manifest.unwrap_or_else(manifest));
         host_config.env_variables = false;
         host_config.model_dir = options.model_dir;
@@ -435,7 +438,7 @@ impl System {
         host_config.variables = options.variables;
         for (k, v) in [
             ("redis_port", redis.port.to_string()),
-            ("bridge_url", format!("http://{}", bridge.local_addr())),
+            ("bridge_url", format!("http://{bridge_http}")),
             ("invoke_token", INVOKE_TOKEN.to_string()),
         ] {
             host_config.variables.entry(k.into()).or_insert(v);
@@ -456,6 +459,7 @@ impl System {
             redis,
             topics,
             http,
+            bridge_http,
             client: reqwest::Client::new(),
             bridge_config,
             bridges: Vec::new(),
@@ -471,7 +475,7 @@ impl System {
         system
     }
 
-    /// Waits until the host's Redis trigger listens on the completion
+    /// Waits until the host's Redis trigger listens on the cache-fill
     /// channel of this system's Redis.
     pub async fn wait_subscribed(&self) {
         wait_subscribed(self.redis.port).await;
@@ -677,7 +681,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
-/// Waits until a Redis trigger listens on the completion channel of the
+/// Waits until a Redis trigger listens on the cache-fill channel of the
 /// Redis at `port` (a notice published before that would not be seen).
 pub async fn wait_subscribed(port: u16) {
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -689,7 +693,7 @@ pub async fn wait_subscribed(port: u16) {
     loop {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
-            .arg(aies_contract::COMPLETION_CHANNEL)
+            .arg(aies_contract::CACHE_FILL_CHANNEL)
             .query_async(&mut conn)
             .await
             .unwrap();

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use crate::fake_llm::FakeLlm;
 use crate::harness::{free_port, manifest, read_until_at, tool, Messages, INVOKE_TOKEN};
 
-/// Events the relay may hold at once in these tests (the default).
+/// Events the relay may hold at once in these tests (fixed, so that it
+/// bounds the LLM calls repeated after a crash).
 pub const IN_FLIGHT: usize = 32;
 
 /// A binary of this workspace, built beside the test binary by `make test`.
@@ -258,6 +259,7 @@ impl Setup {
                 format!("http://127.0.0.1:{}/invoke", self.ports.http),
             )
             .env("AIES_INVOKE_TOKEN", INVOKE_TOKEN)
+            .env("AIES_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("AIES_TEST_BRIDGE_LOG").unwrap_or("info".into()),

@@ -2,6 +2,8 @@
 
 use aies_contract::{API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, RAW_TOPIC, RESULT_TOPIC};
 use clap::Parser;
+
+use crate::in_flight::InFlight;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,9 +56,24 @@ pub struct BridgeConfig {
         hide_env_values = true
     )]
     pub invoke_token: Secret,
-    /// Events processed at once, per lane.
-    #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value_t = 32)]
-    pub max_in_flight: usize,
+    /// Events processed at once, per lane: a number, or `auto` (Little's
+    /// law: `AIES_TARGET_RATE` × the measured invocation time).
+    #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value = "auto")]
+    pub max_in_flight: InFlight,
+    /// Events per second per lane that `auto` sizes the in-flight limit for.
+    #[arg(long, env = "AIES_TARGET_RATE", default_value_t = 2000.0)]
+    pub target_rate: f64,
+    /// The most events `auto` lets one lane hold at once.
+    #[arg(long, env = "AIES_MAX_IN_FLIGHT_CEILING", default_value_t = 2048)]
+    pub max_in_flight_ceiling: usize,
+    /// Most events sent to llm-invoke in one request (`/invoke/batch`):
+    /// events ready at the same moment go together, never two of one key.
+    #[arg(long, env = "AIES_INVOKE_BATCH", default_value_t = 32)]
+    pub invoke_batch: usize,
+    /// How long a batch waits for more ready events (milliseconds; 0 sends
+    /// what is ready at once).
+    #[arg(long, env = "AIES_INVOKE_LINGER_MS", default_value_t = 2)]
+    pub invoke_linger_ms: u64,
     /// Attempts per event before it goes to the dead-letter topic.
     #[arg(long, env = "AIES_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,

@@ -5,7 +5,7 @@
 //!   before the request is answered, so an accepted event is durable.
 //! - **Relay**: consumes the API lane and the batch lane (`datos_crudos`, in
 //!   group `ai_eventstream_consumers`) apart, invokes llm-invoke over HTTP
-//!   per event, produces the final result to `datos_procesados`, and only
+//!   (events ready together share one `/invoke/batch` request), produces the final result to `datos_procesados`, and only
 //!   then lets the partition's offset move on. Events with the same key run
 //!   one after another; different keys run concurrently. Failures are
 //!   retried with backoff, then dead-lettered; `aies-bridge replay-dlq`
@@ -14,6 +14,8 @@
 
 pub mod config;
 mod enqueue;
+pub mod in_flight;
+mod invoker;
 pub mod metrics;
 mod offsets;
 mod relay;

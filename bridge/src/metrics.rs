@@ -30,8 +30,10 @@ pub struct Metrics {
     pub dead_lettered: Family<LaneLabel, Counter>,
     pub stalls: Family<LaneLabel, Counter>,
     pub in_flight: Family<LaneLabel, Gauge>,
+    pub in_flight_limit: Family<LaneLabel, Gauge>,
     pub lag: Family<PartitionLabel, Gauge>,
     pub invoke_seconds: Histograms,
+    pub invoke_batch_events: Histogram,
     pub pipeline_down: Gauge,
 }
 
@@ -45,10 +47,12 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             stalls: Family::default(),
             in_flight: Family::default(),
+            in_flight_limit: Family::default(),
             lag: Family::default(),
             invoke_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.002, 2.0, 16))
             }),
+            invoke_batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
             pipeline_down: Gauge::default(),
             registry: Registry::default(),
         };
@@ -84,6 +88,11 @@ impl Default for Metrics {
             m.in_flight.clone(),
         );
         r.register(
+            "events_in_flight_limit",
+            "Events a lane may hold at once (AIES_MAX_IN_FLIGHT, or sized by Little's law)",
+            m.in_flight_limit.clone(),
+        );
+        r.register(
             "partition_lag",
             "Events in a partition not yet committed by the group",
             m.lag.clone(),
@@ -92,6 +101,11 @@ impl Default for Metrics {
             "invoke_seconds",
             "Time of one llm-invoke call",
             m.invoke_seconds.clone(),
+        );
+        r.register(
+            "invoke_batch_events",
+            "Events per llm-invoke request (events ready together share one)",
+            m.invoke_batch_events.clone(),
         );
         r.register(
             "pipeline_down",

@@ -30,9 +30,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+use crate::in_flight::Limit;
+use crate::invoker::{InvokeError, Invoker};
 use crate::metrics::{Metrics, PartitionLabel};
 use crate::offsets::OffsetTracker;
 use crate::watchdog::{self, LagReport, Watchdog, WATCH_EVERY};
@@ -73,6 +75,7 @@ struct Relay {
     config: BridgeConfig,
     producer: FutureProducer,
     http: reqwest::Client,
+    invoker: Invoker,
     health_url: reqwest::Url,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -106,7 +109,16 @@ pub async fn run(
             group: config.group.clone(),
         },
     ];
+    let invoker = Invoker::start(
+        http.clone(),
+        &config.invoke_url,
+        config.invoke_token.clone(),
+        config.invoke_batch,
+        Duration::from_millis(config.invoke_linger_ms),
+        metrics.clone(),
+    );
     let relay = Arc::new(Relay {
+        invoker,
         health_url: config.health_url()?,
         config,
         producer,
@@ -151,8 +163,17 @@ fn consumer(config: &BridgeConfig, lane: &Lane) -> Result<StreamConsumer> {
 impl Relay {
     /// Runs one lane until shutdown, replacing its consumer when it stalls.
     async fn run_lane(self: Arc<Self>, lane: Lane) -> Result<()> {
-        let max = self.config.max_in_flight.max(1);
-        let slots = Arc::new(Semaphore::new(max));
+        let limit = Arc::new(Limit::new(
+            self.config.max_in_flight,
+            self.config.target_rate,
+            self.config.max_in_flight_ceiling,
+        ));
+        let slots = limit.slots().clone();
+        let _resizer = AbortOnDrop(tokio::spawn(resize_every_second(
+            limit.clone(),
+            self.metrics.clone(),
+            lane.name,
+        )));
         let base = Duration::from_secs(self.config.stall_timeout_secs.max(1));
         let mut stall_after = base;
         loop {
@@ -166,14 +187,15 @@ impl Relay {
                 invoke = %self.config.invoke_url, "relay started"
             );
             let started = Instant::now();
-            let exit = self.consume(&lane, &current, &slots, stall_after).await;
+            let exit = self.consume(&lane, &current, &limit, stall_after).await;
             if matches!(exit, Exit::Shutdown) {
                 tracing::info!(
                     lane = lane.name,
                     "relay stopping: draining events in flight"
                 );
             }
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(max as u32)).await;
+            let issued = limit.issued() as u32;
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(issued)).await;
             if drained.is_err() {
                 tracing::warn!(
                     lane = lane.name,
@@ -197,9 +219,10 @@ impl Relay {
         self: &Arc<Self>,
         lane: &Lane,
         current: &Arc<LaneConsumer>,
-        slots: &Arc<Semaphore>,
+        limit: &Arc<Limit>,
         stall_after: Duration,
     ) -> Exit {
+        let slots = limit.slots();
         let mut stop = self.stop.clone();
         let (lag_tx, mut lag_rx) = watch::channel(None);
         let watcher = tokio::spawn(measure_lag(current.clone(), lane.topic.clone(), lag_tx));
@@ -249,7 +272,7 @@ impl Relay {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
             };
-            self.start(lane.name, current.clone(), message, permit);
+            self.start(lane.name, current.clone(), limit.clone(), message, permit);
         }
     }
 
@@ -258,6 +281,7 @@ impl Relay {
         self: &Arc<Self>,
         lane: &'static str,
         current: Arc<LaneConsumer>,
+        limit: Arc<Limit>,
         message: OwnedMessage,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) {
@@ -287,7 +311,7 @@ impl Relay {
                 if let Some(Some(previous)) = previous {
                     let _ = previous.await;
                 }
-                match relay.process(lane, &message).await {
+                match relay.process(lane, &limit, &message).await {
                     Ok(()) => relay.finish(&current, &message),
                     // Not finished: the offset stays uncommitted, and the
                     // event is read again after a restart or rebalance.
@@ -329,7 +353,12 @@ impl Relay {
 
     /// Runs one event to its end: a result on `datos_procesados`, or the
     /// dead-letter topic. `Err` only when shutdown came first.
-    async fn process(&self, lane: &'static str, message: &OwnedMessage) -> Result<()> {
+    async fn process(
+        &self,
+        lane: &'static str,
+        limit: &Limit,
+        message: &OwnedMessage,
+    ) -> Result<()> {
         let event = match parse(message) {
             Ok(e) => e,
             Err(e) => return self.dead_letter(lane, message, &format!("{e:#}")).await,
@@ -357,7 +386,8 @@ impl Relay {
         loop {
             request.final_attempt = attempt == attempts;
             let started = Instant::now();
-            let outcome = self.invoke(&request).await;
+            let outcome = self.invoker.invoke(request.clone()).await;
+            limit.observe(started.elapsed());
             self.metrics
                 .invoke_seconds
                 .get_or_create(&label)
@@ -395,40 +425,6 @@ impl Relay {
                 }
             }
         }
-    }
-
-    async fn invoke(&self, request: &InvokeRequest) -> Result<TaskResult, InvokeError> {
-        let mut call = self.http.post(&self.config.invoke_url).json(request);
-        let token = self.config.invoke_token.expose();
-        if !token.is_empty() {
-            call = call.bearer_auth(token);
-        }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| InvokeError::Transient(anyhow!("POST {}: {e}", self.config.invoke_url)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| InvokeError::Transient(anyhow!("reading the answer: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| InvokeError::Permanent(anyhow!("llm-invoke answered non-JSON: {e}")));
-        }
-        let text = String::from_utf8_lossy(&body);
-        let e = anyhow!(
-            "llm-invoke answered {status}: {}",
-            text.chars().take(300).collect::<String>()
-        );
-        let transient = status.is_server_error()
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-        Err(if transient {
-            InvokeError::Transient(e)
-        } else {
-            InvokeError::Permanent(e)
-        })
     }
 
     /// When the app fails its health check, waits until it passes again and
@@ -569,11 +565,17 @@ impl Relay {
     }
 }
 
-enum InvokeError {
-    /// Try again later: the app or the network is down, or it asked us to.
-    Transient(anyhow::Error),
-    /// The app refused the event itself.
-    Permanent(anyhow::Error),
+/// Keeps a lane's in-flight limit sized to its measured invocation time.
+async fn resize_every_second(limit: Arc<Limit>, metrics: Arc<Metrics>, lane: &'static str) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = limit.resize();
+        metrics
+            .in_flight_limit
+            .get_or_create(&Metrics::lane(lane))
+            .set(now as i64);
+    }
 }
 
 /// Closes a consumer (committing what was stored, leaving its group)

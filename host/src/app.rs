@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::{HostWorld, RedisTriggerPre};
+use crate::connections::Connections;
 use crate::llm::{Models, LOCAL_MODELS};
 use crate::manifest::{AppVariables, Manifest, Route};
 use crate::outbound_http::OutboundHttp;
@@ -123,6 +124,7 @@ pub struct App {
     routes: Vec<(RoutePattern, usize)>,
     pub subscriptions: Vec<RedisSubscription>,
     pub redis: RedisPool,
+    pub connections: Arc<Connections>,
     pub models: Models,
     pub outbound_timeout: Duration,
     request_timeout: Duration,
@@ -306,6 +308,7 @@ impl App {
             routes,
             subscriptions,
             redis: RedisPool::default(),
+            connections: Arc::default(),
             models,
             outbound_timeout: config.outbound_timeout,
             request_timeout: config.request_timeout,

@@ -16,6 +16,7 @@
 pub mod allowed_hosts;
 pub mod app;
 mod bindings;
+mod connections;
 pub mod llm;
 pub mod manifest;
 mod outbound_http;

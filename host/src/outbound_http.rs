@@ -1,8 +1,8 @@
 //! Outbound HTTP from a component: `allowed_outbound_hosts` is enforced, and
 //! `http://<component>.spin.internal/...` is Spin local service chaining: the
 //! request goes straight to that component in this process, no socket.
+//! Other requests go out on kept-alive connections (`connections`).
 
-use http_body_util::BodyExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,12 +57,8 @@ impl WasiHttpHooks for OutboundHttp {
                 return Ok((response, done));
             }
             let options = with_default_timeouts(options, app.outbound_timeout);
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let response = app.connections.send(request, &options).await?;
+            Ok((response, done))
         })
     }
 }

@@ -4,21 +4,27 @@
 //!
 //! Unlike Spin (which handles one message at a time and stops when the
 //! connection drops), messages run concurrently up to
-//! [`MAX_CONCURRENT_MESSAGES`], and a lost connection is retried with
-//! backoff, logged when lost and when back. Pub/sub delivers at most once:
-//! a message published while the host is not subscribed is never seen.
+//! [`MAX_CONCURRENT_MESSAGES`] per server, and a lost connection is retried
+//! with backoff, logged when lost and when back. Messages are read off the
+//! connection as they come (so Redis never drops a slow subscriber) into a
+//! queue of [`MAX_QUEUED_MESSAGES`]; beyond that they are dropped and
+//! logged. The small concurrency is deliberate: these are background stages
+//! (the cache fill), and the CPU they take is taken from API requests.
+//! Pub/sub delivers at most once: a message published while the host is
+//! not subscribed is never seen.
 
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 
 use crate::app::App;
 
-/// Messages handled at once per server; further ones wait in Redis's output
-/// buffer for the subscriber.
-const MAX_CONCURRENT_MESSAGES: usize = 64;
+/// Messages handled at once per server.
+const MAX_CONCURRENT_MESSAGES: usize = 4;
+/// Messages waiting per server; more are dropped (and logged).
+const MAX_QUEUED_MESSAGES: usize = 100_000;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Subscribes to every Redis trigger of `app`; runs until aborted.
@@ -47,12 +53,19 @@ fn shown(address: &str) -> String {
     }
 }
 
+/// One message for one component.
+type Job = (usize, String, Vec<u8>);
+
 async fn subscribe(app: Arc<App>, address: String, channels: BTreeMap<String, Vec<usize>>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_MESSAGES));
+    let (queue, jobs) = mpsc::channel::<Job>(MAX_QUEUED_MESSAGES);
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    for _ in 0..MAX_CONCURRENT_MESSAGES {
+        tokio::spawn(work(app.clone(), jobs.clone()));
+    }
     let mut wait = Duration::from_millis(100);
     let mut lost = false;
     loop {
-        match listen(&app, &address, &channels, &slots, &mut lost).await {
+        match listen(&address, &channels, &queue, &mut lost).await {
             Ok(()) => {
                 wait = Duration::from_millis(100);
                 tracing::warn!(address = %shown(&address), "Redis trigger lost its connection; reconnecting");
@@ -67,12 +80,24 @@ async fn subscribe(app: Arc<App>, address: String, channels: BTreeMap<String, Ve
     }
 }
 
-/// One connection's life: subscribe, then dispatch until the stream ends.
+/// Runs queued messages one after another, until the queue closes.
+async fn work(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let Some((component, channel, payload)) = jobs.lock().await.recv().await else {
+            return;
+        };
+        if let Err(e) = app.handle_message(component, payload).await {
+            tracing::error!(%channel, component = app.component_name(component), "Redis message not handled: {e:#}");
+        }
+    }
+}
+
+/// One connection's life: subscribe, then queue messages until the stream
+/// ends.
 async fn listen(
-    app: &Arc<App>,
     address: &str,
     channels: &BTreeMap<String, Vec<usize>>,
-    slots: &Arc<Semaphore>,
+    queue: &mpsc::Sender<Job>,
     lost: &mut bool,
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(address)?;
@@ -87,26 +112,25 @@ async fn listen(
         tracing::info!(address = %shown(address), channels = ?names, "Redis trigger subscribed");
     }
     let mut messages = pubsub.on_message();
+    let mut dropped = 0u64;
     while let Some(msg) = messages.next().await {
-        let Some(components) = channels.get(msg.get_channel_name()) else {
+        let channel = msg.get_channel_name();
+        let Some(components) = channels.get(channel) else {
             continue;
         };
-        let payload = msg.get_payload_bytes().to_vec();
         for &component in components {
-            let permit = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
-            let app = app.clone();
-            let payload = payload.clone();
-            let channel = msg.get_channel_name().to_string();
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = app.handle_message(component, payload).await {
-                    tracing::error!(%channel, component = app.component_name(component), "Redis message not handled: {e:#}");
+            let job = (
+                component,
+                channel.to_string(),
+                msg.get_payload_bytes().to_vec(),
+            );
+            if queue.try_send(job).is_err() {
+                dropped += 1;
+                // Logged at the first and then every thousandth.
+                if dropped % 1000 == 1 {
+                    tracing::warn!(%channel, dropped, "Redis trigger queue full ({MAX_QUEUED_MESSAGES}): message dropped");
                 }
-            });
+            }
         }
     }
     Ok(())

@@ -159,6 +159,7 @@ fn aies_up(setup: &Setup, fake: &FakeLlm, data: &std::path::Path) -> Proc {
             .env("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap())
             .env("OPENAI_BASE_URL", fake.base_url())
             .env("OPENAI_API_KEY", crate::fake_llm::OPENAI_KEY)
+            .env("AIES_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
     )

@@ -33,7 +33,7 @@ async fn miss_latency(system: &System, prompt: &str) -> Duration {
 /// 200 ms dominates an idle miss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_miss_is_not_starved_by_a_batch_backlog() {
-    const BACKLOG: usize = 5_000;
+    const BACKLOG: usize = 40_000;
     let fake = FakeLlm::start().await;
     fake.set_delay(Duration::from_millis(200));
     let idle = System::start(Options::new("lanes-idle").llm(&fake, "openai")).await;

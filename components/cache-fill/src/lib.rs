@@ -1,6 +1,6 @@
 //! cache-fill: puts finished answers into the semantic cache, off the
 //! result path. Runs on Spin's Redis trigger, once per
-//! [`CompletionNotice`] that store publishes on `ai_eventstream:task_completed`.
+//! [`CompletionNotice`] that store publishes on `ai_eventstream:cache_fill`.
 //!
 //! The prompt's vector is the one ingest computed when the cache missed
 //! (`aies:vector:<task>`), so an API prompt is embedded once; events from

@@ -249,6 +249,9 @@ pub fn count(field: &str) {
 
 /// Adds `n` to a counter of the metrics hash (errors only logged).
 pub fn count_by(field: &str, n: i64) {
+    if n == 0 {
+        return;
+    }
     let result = redis(DB_CACHE).and_then(|c| {
         execute(
             &c,
@@ -346,15 +349,21 @@ pub fn write_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> 
 /// already final is left alone and `false` comes back, so a late duplicate of
 /// an event never turns a SUCCESS back into STARTED.
 pub fn start_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
-    const SCRIPT: &str = r#"
-if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 3))
-redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1"#;
-    task_script(conn, SCRIPT, task_id, fields)
+    Ok(start_tasks(conn, &[(task_id, fields)])?[0])
+}
+
+/// [`start_task`] for many tasks in one round trip.
+pub fn start_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<bool>> {
+    const STEP: &str = r#"
+if redis.call('HEXISTS', key, 'finished_at') == 1 then
+  out[i] = 0
+else
+  redis.call('HSET', key, 'updated_at', now, unpack(fields))
+  redis.call('HSETNX', key, 'created_at', now)
+  redis.call('EXPIRE', key, ttl)
+  out[i] = 1
+end"#;
+    task_script(conn, STEP, tasks)
 }
 
 /// Records a task's outcome exactly once, atomically (one Lua script): the
@@ -362,38 +371,66 @@ return 1"#;
 /// any later writer gets `false` and changes nothing. A crash can never leave
 /// a claimed record without its status.
 pub fn finish_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
-    const SCRIPT: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[1]) == 0 then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1"#;
-    task_script(conn, SCRIPT, task_id, fields)
+    Ok(finish_tasks(conn, &[(task_id, fields)])?[0])
 }
 
-/// `EVAL script 1 <task key> now ttl field value ..`; true when the script
-/// answered 1.
+/// [`finish_task`] for many tasks in one round trip.
+pub fn finish_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<bool>> {
+    const STEP: &str = r#"
+if redis.call('HSETNX', key, 'finished_at', now) == 0 then
+  out[i] = 0
+else
+  redis.call('HSET', key, 'updated_at', now, unpack(fields))
+  redis.call('EXPIRE', key, ttl)
+  out[i] = 1
+end"#;
+    task_script(conn, STEP, tasks)
+}
+
+/// Runs `step` for each task record in one `EVAL`: `EVAL script n <task
+/// keys..> now ttl (count field value ..)..`, where `step` sees `key`,
+/// `fields`, `now`, `ttl` and sets `out[i]` to 1 or 0; true where it is 1.
 fn task_script(
     conn: &Connection,
-    script: &str,
-    task_id: &str,
-    fields: &[(&str, &str)],
-) -> Result<bool> {
+    step: &str,
+    tasks: &[(&str, &[(&str, &str)])],
+) -> Result<Vec<bool>> {
+    let script = format!(
+        r#"
+local now, ttl, a, out = ARGV[1], ARGV[2], 3, {{}}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[a])
+  local fields = {{}}
+  for j = 1, n do fields[j] = ARGV[a + j] end
+  a = a + n + 1
+  {step}
+end
+return out"#
+    );
     let ttl: i64 = var_parsed("result_ttl_seconds")?;
-    let mut args = vec![
-        arg(script),
-        RedisParameter::Int64(1),
-        arg(aies_contract::task_key(task_id)),
-        arg(now_secs().to_string()),
-        arg(ttl.to_string()),
-    ];
-    for (field, value) in fields {
-        args.push(arg(field));
-        args.push(arg(value));
+    let mut args = vec![arg(script), RedisParameter::Int64(tasks.len() as i64)];
+    args.extend(tasks.iter().map(|(id, _)| arg(aies_contract::task_key(id))));
+    args.push(arg(now_secs().to_string()));
+    args.push(arg(ttl.to_string()));
+    for (_, fields) in tasks {
+        args.push(RedisParameter::Int64(2 * fields.len() as i64));
+        for (field, value) in *fields {
+            args.push(arg(field));
+            args.push(arg(value));
+        }
     }
     let reply = execute(conn, "EVAL", &args)?;
-    Ok(matches!(reply.first(), Some(RedisResult::Int64(1))))
+    if reply.len() != tasks.len() {
+        bail!(
+            "task script answered {} values for {} tasks",
+            reply.len(),
+            tasks.len()
+        );
+    }
+    Ok(reply
+        .iter()
+        .map(|r| matches!(r, RedisResult::Int64(1)))
+        .collect())
 }
 
 /// A task record (a hash in DB 2), as read with `HGETALL`.

@@ -1,7 +1,9 @@
-//! llm-invoke: `POST /invoke`, called by the bridge once per Kafka event.
+//! llm-invoke: `POST /invoke` (one Kafka event) and `POST /invoke/batch`
+//! (events of distinct keys that the bridge runs together), called by the
+//! bridge.
 //!
-//! Marks the task STARTED, asks the LLM, and hands the outcome to store,
-//! whose answer (the final task) it returns. A task that is already final is
+//! Marks the tasks STARTED, asks the LLM (concurrently for a batch), and
+//! hands the outcomes to store, whose answers (the final tasks) it returns. A task that is already final is
 //! answered from the result backend without calling the LLM again, so a
 //! redelivered event costs nothing.
 //!
@@ -19,15 +21,15 @@
 //! the bridge says this is its final attempt.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, Generation, InvokeRequest, Outcome, StoreRequest, TaskResult,
-    TaskStatus,
+    valid_task_id, valid_tenant, BatchAnswer, BatchResponse, Generation, InvokeBatch,
+    InvokeRequest, Outcome, StoreBatch, StoreRequest, TaskStatus, MAX_BATCH,
 };
 use aies_guest::{
-    bearer_is, call, count, error, json, llm_model_id, llm_provider, parse_body, post_json, redis,
-    scope_id, stage_url, start_task, stored_task, var, var_parsed, TaskRecord, DB_TASKS,
-    OFFLINE_MODEL,
+    bearer_is, call, count_by, error, json, llm_model_id, llm_provider, parse_body, post_json,
+    redis, scope_id, stage_url, start_tasks, stored_task, var, var_parsed, DB_TASKS, OFFLINE_MODEL,
 };
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+use futures::future::join_all;
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -35,25 +37,46 @@ use std::time::Duration;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
-    if *req.method() != Method::Post || req.path() != "/invoke" {
-        return error(404, "llm-invoke serves POST /invoke");
-    }
+    let batch = match (req.method(), req.path()) {
+        (Method::Post, "/invoke") => false,
+        (Method::Post, "/invoke/batch") => true,
+        _ => return error(404, "llm-invoke serves POST /invoke and POST /invoke/batch"),
+    };
     match authorized(&req) {
         Ok(true) => {}
         Ok(false) => return error(401, "missing or wrong bearer token"),
         Err(e) => return error(500, format!("{e:#}")),
     }
-    let body: InvokeRequest = match parse_body(&req) {
-        Ok(b) => b,
-        Err(resp) => return resp,
+    let events = if batch {
+        match parse_body::<InvokeBatch>(&req) {
+            Ok(b) if b.events.len() <= MAX_BATCH => b.events,
+            Ok(_) => return error(400, format!("a batch holds at most {MAX_BATCH} events")),
+            Err(resp) => return resp,
+        }
+    } else {
+        match parse_body::<InvokeRequest>(&req) {
+            Ok(e) => vec![e],
+            Err(resp) => return resp,
+        }
     };
-    if !valid_task_id(&body.task_id) || !valid_tenant(&body.tenant) {
-        return error(400, "invalid task_id or tenant");
-    }
-    match invoke(body).await {
-        Ok(task) => json(200, &task),
+    let results = match invoke_all(events).await {
+        Ok(r) => r,
         // 503 tells the bridge to retry later.
-        Err(e) => error(503, format!("{e:#}")),
+        Err(e) => return error(503, format!("{e:#}")),
+    };
+    if batch {
+        return json(200, &BatchResponse { results });
+    }
+    match results.into_iter().next() {
+        Some(BatchAnswer {
+            task: Some(task), ..
+        }) => json(200, &task),
+        Some(BatchAnswer {
+            status,
+            error: Some(e),
+            ..
+        }) => error(status, e),
+        _ => error(500, "no answer for the event"),
     }
 }
 
@@ -66,51 +89,99 @@ fn authorized(req: &Request) -> Result<bool> {
     Ok(bearer_is(req, &token))
 }
 
-async fn invoke(req: InvokeRequest) -> Result<TaskResult> {
+/// Runs events of distinct keys together: one Redis script marks them all
+/// STARTED (a task that is already final is answered as it is, without
+/// calling the LLM), the LLM calls run concurrently, and one store call
+/// records every outcome. `Err` only when the batch as a whole failed.
+async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
+    let mut answers: Vec<Option<BatchAnswer>> = vec![None; events.len()];
+    let mut valid = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if valid_task_id(&e.task_id) && valid_tenant(&e.tenant) {
+            valid.push(i);
+        } else {
+            answers[i] = Some(BatchAnswer::failed(400, "invalid task_id or tenant"));
+        }
+    }
     let conn = redis(DB_TASKS)?;
-    let record = TaskRecord::read(&conn, &req.task_id)?;
-    if let Some(task) = record.task(&req.task_id).filter(|t| t.status.is_final()) {
-        return Ok(task);
-    }
     // Events from third-party producers have no record yet: this creates it.
-    let started = start_task(
-        &conn,
-        &req.task_id,
-        &[
-            ("status", TaskStatus::Started.as_str()),
-            ("prompt", &req.prompt),
-            ("tenant", &req.tenant),
-        ],
-    )?;
-    if !started {
-        // Another delivery of this event finished it meanwhile.
-        return stored_task(&conn, &req.task_id);
+    let fields: Vec<[(&str, &str); 3]> = valid
+        .iter()
+        .map(|&i| {
+            [
+                ("status", TaskStatus::Started.as_str()),
+                ("prompt", events[i].prompt.as_str()),
+                ("tenant", events[i].tenant.as_str()),
+            ]
+        })
+        .collect();
+    let tasks: Vec<(&str, &[(&str, &str)])> = valid
+        .iter()
+        .zip(&fields)
+        .map(|(&i, f)| (events[i].task_id.as_str(), &f[..]))
+        .collect();
+    let started = start_tasks(&conn, &tasks)?;
+    let mut run = Vec::new();
+    for (&i, started) in valid.iter().zip(started) {
+        if started {
+            run.push(i);
+        } else {
+            // Final already: a redelivered event costs nothing.
+            answers[i] = Some(BatchAnswer::done(stored_task(&conn, &events[i].task_id)?));
+        }
     }
-    count("tasks_started");
+    count_by("tasks_started", run.len() as i64);
 
-    let outcome = match generate(&req.prompt, &req.generation).await {
-        Ok((result, model)) => Outcome::Success { result, model },
-        Err(Failure::Permanent(e)) => Outcome::Failure {
-            error: format!("{e:#}"),
-        },
-        Err(Failure::Transient(e)) if req.final_attempt => Outcome::Failure {
-            error: format!("gave up after retries: {e:#}"),
-        },
-        Err(Failure::Transient(e)) => return Err(e),
-    };
-    let scope = scope_id(&llm_model_id()?, &req.generation);
-    call(
-        &stage_url("store", "/store"),
-        &StoreRequest {
-            task_id: req.task_id,
-            prompt: req.prompt,
-            tenant: req.tenant,
-            use_cache: req.use_cache,
-            scope,
-            outcome,
-        },
+    let generated = join_all(
+        run.iter()
+            .map(|&i| generate(&events[i].prompt, &events[i].generation)),
     )
-    .await
+    .await;
+    let model = llm_model_id()?;
+    let (mut items, mut stored_at) = (Vec::new(), Vec::new());
+    for (&i, generated) in run.iter().zip(generated) {
+        let req = &events[i];
+        let outcome = match generated {
+            Ok((result, model)) => Outcome::Success { result, model },
+            Err(Failure::Permanent(e)) => Outcome::Failure {
+                error: format!("{e:#}"),
+            },
+            Err(Failure::Transient(e)) if req.final_attempt => Outcome::Failure {
+                error: format!("gave up after retries: {e:#}"),
+            },
+            Err(Failure::Transient(e)) => {
+                answers[i] = Some(BatchAnswer::failed(503, format!("{e:#}")));
+                continue;
+            }
+        };
+        stored_at.push(i);
+        items.push(StoreRequest {
+            task_id: req.task_id.clone(),
+            prompt: req.prompt.clone(),
+            tenant: req.tenant.clone(),
+            use_cache: req.use_cache,
+            scope: scope_id(&model, &req.generation),
+            outcome,
+        });
+    }
+    if !items.is_empty() {
+        let stored: BatchResponse =
+            call(&stage_url("store", "/store/batch"), &StoreBatch { items }).await?;
+        if stored.results.len() != stored_at.len() {
+            bail!(
+                "store answered {} results for {} tasks",
+                stored.results.len(),
+                stored_at.len()
+            );
+        }
+        for (i, answer) in stored_at.into_iter().zip(stored.results) {
+            answers[i] = Some(answer);
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| BatchAnswer::failed(500, "no answer for the event")))
+        .collect())
 }
 
 enum Failure {

@@ -19,8 +19,11 @@ pub const DEAD_LETTER_TOPIC: &str = "datos_crudos_dlq";
 /// The bridge's consumer group (the API lane's group adds `_api`).
 pub const CONSUMER_GROUP: &str = "ai_eventstream_consumers";
 /// Redis pub/sub channel on which store announces finished tasks
-/// ([`CompletionNotice`]); the cache-fill component is triggered by it.
+/// ([`CompletionNotice`]), for anyone who wants to know.
 pub const COMPLETION_CHANNEL: &str = "ai_eventstream:task_completed";
+/// The notices of answers to put into the cache (`fill_cache`), which
+/// trigger the cache-fill component.
+pub const CACHE_FILL_CHANNEL: &str = "ai_eventstream:cache_fill";
 /// Version written into every event this system produces.
 pub const EVENT_VERSION: u32 = 1;
 /// Tenant used when a request names none.
@@ -305,6 +308,52 @@ pub struct InvokeRequest {
     pub final_attempt: bool,
 }
 
+/// `POST /invoke/batch` on llm-invoke: events the bridge runs together
+/// (never two of one key), each answered on its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeBatch {
+    pub events: Vec<InvokeRequest>,
+}
+
+/// Most events one `/invoke/batch` or `/store/batch` request may carry.
+pub const MAX_BATCH: usize = 256;
+
+/// One event's answer in a batch, as its own request would have had it:
+/// `status` 200 with the final `task`, or an error status (400: the event
+/// is refused; 503: try it again later) with `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchAnswer {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BatchAnswer {
+    pub fn done(task: TaskResult) -> Self {
+        Self {
+            status: 200,
+            task: Some(task),
+            error: None,
+        }
+    }
+
+    pub fn failed(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            task: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// The answer to a batch: one [`BatchAnswer`] per item, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub results: Vec<BatchAnswer>,
+}
+
 /// What the LLM stage produced for a task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -327,7 +376,15 @@ pub struct StoreRequest {
     pub outcome: Outcome,
 }
 
-/// Published by store on [`COMPLETION_CHANNEL`] once a task is final.
+/// `POST http://store.spin.internal/store/batch`: outcomes of one
+/// `/invoke/batch`, recorded together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreBatch {
+    pub items: Vec<StoreRequest>,
+}
+
+/// Published by store on [`COMPLETION_CHANNEL`] once a task is final, and
+/// on [`CACHE_FILL_CHANNEL`] too when `fill_cache`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompletionNotice {
     pub task_id: String,
