@@ -150,6 +150,15 @@ fn engine(max_memory_bytes: usize) -> Result<Engine> {
     pool.total_memories(4000);
     pool.total_tables(4000);
     pool.total_stacks(2000);
+    // Resetting a slot's memory was the largest single cost of a short
+    // request (perf: 14% memset plus TLB shootdowns from madvise). With the
+    // PAGEMAP_SCAN ioctl (Linux 6.7+) only the pages a request dirtied are
+    // reset, and the first 256 KiB stay resident; decommits are batched.
+    // No-op requests: 0.09-0.10x -> 0.17-0.23x of native hyper.
+    pool.decommit_batch_size(64);
+    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    pool.linear_memory_keep_resident(256 << 10);
+    pool.table_keep_resident(64 << 10);
 
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match wasmtime::Cache::from_file(None) {
