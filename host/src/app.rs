@@ -350,11 +350,13 @@ impl App {
         self.components.iter().map(|c| c.info.name.as_str())
     }
 
-    /// Runs one request through component `index`.
+    /// Runs one request through component `index`; `background` when no
+    /// request waits for it (a Redis-triggered run chaining to it).
     pub async fn invoke<B>(
         self: &Arc<Self>,
         index: usize,
         req: hyper::Request<B>,
+        background: bool,
     ) -> Result<hyper::Response<HyperOutgoingBody>>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -367,7 +369,7 @@ impl App {
                 loaded.info.name
             );
         };
-        let mut store = self.new_store(loaded);
+        let mut store = self.new_store(loaded, background);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -424,7 +426,7 @@ impl App {
                 loaded.info.name
             );
         };
-        let mut store = self.new_store(loaded);
+        let mut store = self.new_store(loaded, true);
         let name = &loaded.info.name;
         let run = async {
             let guest = pre.instantiate_async(&mut store).await.map_err(wt)?;
@@ -447,7 +449,7 @@ impl App {
 
     /// A fresh store for one run of a component: its own WASI context,
     /// memory limit and epoch deadline.
-    fn new_store(self: &Arc<Self>, loaded: &Loaded) -> Store<RequestState> {
+    fn new_store(self: &Arc<Self>, loaded: &Loaded, background: bool) -> Store<RequestState> {
         let state = RequestState {
             app: self.clone(),
             component: loaded.info.clone(),
@@ -457,12 +459,14 @@ impl App {
             outbound: OutboundHttp {
                 app: self.clone(),
                 component: loaded.info.clone(),
+                background,
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.max_memory_bytes)
                 .instances(16)
                 .build(),
             redis_handles: 0,
+            background,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -477,11 +481,12 @@ impl App {
         self: &Arc<Self>,
         name: &str,
         req: http::Request<WasiBody>,
+        background: bool,
     ) -> Result<http::Response<WasiBody>, wasmtime_wasi_http::Error> {
         let Some(&index) = self.by_name.get(name) else {
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         };
-        self.invoke(index, req).await.map_err(|e| {
+        self.invoke(index, req, background).await.map_err(|e| {
             tracing::error!(component = name, "chained request failed: {e:#}");
             wasmtime_wasi_http::Error::InternalError(Some(format!("{e:#}")))
         })

@@ -16,9 +16,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tokio::sync::OnceCell;
 
@@ -155,7 +155,12 @@ impl llm::Host for RequestState {
             Some(Err(e)) => return Ok(Err(llm::Error::RuntimeError(e))),
             None => return Ok(Err(llm::Error::ModelNotSupported)),
         };
-        let result = engine.embed(text).await;
+        let priority = if self.background {
+            Priority::Background
+        } else {
+            Priority::Request
+        };
+        let result = engine.embed(text, priority).await;
         Ok(match result {
             Ok(out) => Ok(llm::EmbeddingsResult {
                 embeddings: out.vectors,
@@ -208,9 +213,27 @@ const BATCH_TEXTS: usize = 32;
 /// One model's embedding calls, run one batch at a time on a thread of its
 /// own: calls that wait together are merged into one batch. On a CPU a
 /// batch costs less per text than the same texts one by one, and many calls
-/// at once would only fight over the cores.
+/// at once would only fight over the cores. Calls made for a request (an
+/// API lookup) go before background ones (the cache fill), and are never
+/// batched with them.
 pub struct Batcher {
-    queue: tokio::sync::mpsc::UnboundedSender<Job>,
+    queues: Arc<(Mutex<Queues>, Condvar)>,
+}
+
+/// Who waits for an embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A request is waiting (HTTP trigger).
+    Request,
+    /// Nobody is waiting (Redis trigger): runs when no request's call waits.
+    Background,
+}
+
+#[derive(Default)]
+struct Queues {
+    request: VecDeque<Job>,
+    background: VecDeque<Job>,
+    closed: bool,
 }
 
 struct Job {
@@ -218,29 +241,47 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Embeddings, String>>,
 }
 
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.queues.0.lock().unwrap().closed = true;
+        self.queues.1.notify_one();
+    }
+}
+
 impl Batcher {
     pub fn start(engine: Arc<dyn EmbeddingEngine>) -> Self {
-        let (queue, mut jobs) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        std::thread::spawn(move || {
-            while let Some(first) = jobs.blocking_recv() {
-                let mut batch = vec![first];
+        let queues: Arc<(Mutex<Queues>, Condvar)> = Arc::default();
+        let shared = queues.clone();
+        std::thread::spawn(move || loop {
+            let batch = {
+                let (lock, ready) = &*shared;
+                let mut q = lock.lock().unwrap();
+                while q.request.is_empty() && q.background.is_empty() && !q.closed {
+                    q = ready.wait(q).unwrap();
+                }
+                if q.closed {
+                    return;
+                }
+                let queue = if q.request.is_empty() {
+                    &mut q.background
+                } else {
+                    &mut q.request
+                };
+                let mut batch = vec![queue.pop_front().expect("not empty")];
                 let mut texts = batch[0].texts.len();
                 while texts < BATCH_TEXTS {
-                    match jobs.try_recv() {
-                        Ok(job) => {
-                            texts += job.texts.len();
-                            batch.push(job);
-                        }
-                        Err(_) => break,
-                    }
+                    let Some(job) = queue.pop_front() else { break };
+                    texts += job.texts.len();
+                    batch.push(job);
                 }
-                run_batch(engine.as_ref(), batch);
-            }
+                batch
+            };
+            run_batch(engine.as_ref(), batch);
         });
-        Self { queue }
+        Self { queues }
     }
 
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
+    pub async fn embed(&self, texts: Vec<String>, priority: Priority) -> Result<Embeddings> {
         if texts.is_empty() {
             return Ok(Embeddings {
                 vectors: Vec::new(),
@@ -248,9 +289,16 @@ impl Batcher {
             });
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Job { texts, reply })
-            .map_err(|_| anyhow::anyhow!("the embedding thread has stopped"))?;
+        {
+            let (lock, ready) = &*self.queues;
+            let mut q = lock.lock().unwrap();
+            let job = Job { texts, reply };
+            match priority {
+                Priority::Request => q.request.push_back(job),
+                Priority::Background => q.background.push_back(job),
+            }
+            ready.notify_one();
+        }
         answer
             .await
             .context("the embedding thread dropped the call")?
@@ -312,7 +360,12 @@ mod tests {
             .map(|n| {
                 let batcher = batcher.clone();
                 let texts: Vec<String> = (0..n % 3 + 1).map(|i| "x".repeat(n + i)).collect();
-                tokio::spawn(async move { (texts.clone(), batcher.embed(texts).await) })
+                let priority = if n % 2 == 0 {
+                    Priority::Request
+                } else {
+                    Priority::Background
+                };
+                tokio::spawn(async move { (texts.clone(), batcher.embed(texts, priority).await) })
             })
             .collect();
         for call in calls {
@@ -328,8 +381,60 @@ mod tests {
         let batches = engine.0.load(Ordering::SeqCst);
         assert!(batches < 20, "20 calls in {batches} batches");
         // A failing batch fails each call in it, and the next still works.
-        assert!(batcher.embed(vec!["fail".into()]).await.is_err());
-        let ok = batcher.embed(vec!["abc".into()]).await.unwrap();
+        assert!(batcher
+            .embed(vec!["fail".into()], Priority::Request)
+            .await
+            .is_err());
+        let ok = batcher
+            .embed(vec!["abc".into()], Priority::Background)
+            .await
+            .unwrap();
         assert_eq!(ok.vectors, vec![vec![3.0]]);
+    }
+
+    /// Records the texts of each batch, slowly.
+    struct Recorder(Mutex<Vec<Vec<String>>>);
+
+    impl EmbeddingEngine for Recorder {
+        fn embed(&self, texts: &[String]) -> Result<Embeddings> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            self.0.lock().unwrap().push(texts.to_vec());
+            Ok(Embeddings {
+                vectors: texts.iter().map(|_| vec![0.0]).collect(),
+                tokens: texts.iter().map(|_| 1).collect(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_before_waiting_background_work_and_alone() {
+        let engine = Arc::new(Recorder(Mutex::default()));
+        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let call = |text: &str, priority| {
+            let (batcher, text) = (batcher.clone(), text.to_string());
+            tokio::spawn(async move { batcher.embed(vec![text], priority).await })
+        };
+        // Keeps the thread busy while the others queue up.
+        let first = call("first", Priority::Background);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let fills: Vec<_> = (0..3)
+            .map(|i| call(&format!("fill {i}"), Priority::Background))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let request = call("request", Priority::Request);
+        request.await.unwrap().unwrap();
+        for f in fills {
+            f.await.unwrap().unwrap();
+        }
+        first.await.unwrap().unwrap();
+        let batches = engine.0.lock().unwrap().clone();
+        assert_eq!(
+            batches,
+            vec![
+                vec!["first".to_string()],
+                vec!["request".to_string()],
+                vec!["fill 0".into(), "fill 1".into(), "fill 2".into()],
+            ]
+        );
     }
 }

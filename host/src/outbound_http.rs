@@ -17,6 +17,8 @@ const CHAINING_SUFFIX: &str = ".spin.internal";
 pub struct OutboundHttp {
     pub app: Arc<App>,
     pub component: Arc<ComponentInfo>,
+    /// The calling run is background work (see `RequestState::background`).
+    pub background: bool,
 }
 
 type ResponseFuture = Box<
@@ -40,6 +42,7 @@ impl WasiHttpHooks for OutboundHttp {
     ) -> ResponseFuture {
         let app = self.app.clone();
         let component = self.component.clone();
+        let background = self.background;
         Box::new(async move {
             let url = request.uri().to_string();
             let (scheme, host, port) = split_url(&url).map_err(|_| Error::HttpRequestUriInvalid)?;
@@ -53,7 +56,7 @@ impl WasiHttpHooks for OutboundHttp {
             }
             let done = Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>;
             if let Some(target) = host.strip_suffix(CHAINING_SUFFIX) {
-                let response = app.invoke_chained(target, request).await?;
+                let response = app.invoke_chained(target, request, background).await?;
                 return Ok((response, done));
             }
             let options = with_default_timeouts(options, app.outbound_timeout);

@@ -8,8 +8,8 @@
 //! with backoff, logged when lost and when back. Messages are read off the
 //! connection as they come (so Redis never drops a slow subscriber) into a
 //! queue of [`MAX_QUEUED_MESSAGES`]; beyond that they are dropped and
-//! logged. The small concurrency is deliberate: these are background stages
-//! (the cache fill), and the CPU they take is taken from API requests.
+//! logged. These runs are background work: an embedding they ask for waits
+//! while one for a request waits (`llm::Priority`).
 //! Pub/sub delivers at most once: a message published while the host is
 //! not subscribed is never seen.
 
@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 
-/// Messages handled at once per server.
-const MAX_CONCURRENT_MESSAGES: usize = 4;
+/// Messages handled at once per server (their embeddings yield to those of
+/// requests: `llm::Priority`).
+const MAX_CONCURRENT_MESSAGES: usize = 16;
 /// Messages waiting per server; more are dropped (and logged).
 const MAX_QUEUED_MESSAGES: usize = 100_000;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);

@@ -152,7 +152,7 @@ async fn handle(
         .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}"))));
     let req = hyper::Request::from_parts(parts, body);
 
-    match app.invoke(index, req).await {
+    match app.invoke(index, req, false).await {
         Ok(resp) => {
             tracing::debug!(
                 %method, %path, component = %component, status = resp.status().as_u16(),

@@ -31,6 +31,9 @@ pub struct RequestState {
     pub outbound: OutboundHttp,
     pub limits: StoreLimits,
     pub redis_handles: usize,
+    /// Nobody waits for this run (Redis trigger, and what it calls): its
+    /// embeddings yield to those of requests.
+    pub background: bool,
 }
 
 impl WasiView for RequestState {

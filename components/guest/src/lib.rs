@@ -273,6 +273,25 @@ pub fn now_secs() -> u64 {
 }
 
 /// The local-service-chaining URL of a stage's route.
+/// The answer of a stage that takes one item or a batch of them: the
+/// batch's answers, or the one item's answer as its own response.
+pub fn batch_answer(batch: bool, results: Vec<aies_contract::BatchAnswer>) -> Response {
+    if batch {
+        return json(200, &aies_contract::BatchResponse { results });
+    }
+    match results.into_iter().next() {
+        Some(aies_contract::BatchAnswer {
+            task: Some(task), ..
+        }) => json(200, &task),
+        Some(aies_contract::BatchAnswer {
+            status,
+            error: Some(e),
+            ..
+        }) => error(status, e),
+        _ => error(500, "no answer"),
+    }
+}
+
 pub fn stage_url(component: &str, path: &str) -> String {
     format!("http://{component}.spin.internal{path}")
 }

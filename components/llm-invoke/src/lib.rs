@@ -25,8 +25,9 @@ use aies_contract::{
     InvokeRequest, Outcome, StoreBatch, StoreRequest, TaskStatus, MAX_BATCH,
 };
 use aies_guest::{
-    bearer_is, call, count_by, error, json, llm_model_id, llm_provider, parse_body, post_json,
-    redis, scope_id, stage_url, start_tasks, stored_task, var, var_parsed, DB_TASKS, OFFLINE_MODEL,
+    batch_answer, bearer_is, call, count_by, error, llm_model_id, llm_provider, parse_body,
+    post_json, redis, scope_id, stage_url, start_tasks, stored_task, var, var_parsed, DB_TASKS,
+    OFFLINE_MODEL,
 };
 use anyhow::{anyhow, bail, Result};
 use futures::future::join_all;
@@ -64,20 +65,7 @@ async fn handle(req: Request) -> Response {
         // 503 tells the bridge to retry later.
         Err(e) => return error(503, format!("{e:#}")),
     };
-    if batch {
-        return json(200, &BatchResponse { results });
-    }
-    match results.into_iter().next() {
-        Some(BatchAnswer {
-            task: Some(task), ..
-        }) => json(200, &task),
-        Some(BatchAnswer {
-            status,
-            error: Some(e),
-            ..
-        }) => error(status, e),
-        _ => error(500, "no answer for the event"),
-    }
+    batch_answer(batch, results)
 }
 
 /// The bridge proves itself with `Authorization: Bearer <invoke_token>`.

@@ -10,11 +10,11 @@
 //! the cache-fill component picks them up.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, BatchAnswer, BatchResponse, CompletionNotice, Outcome, StoreBatch,
-    StoreRequest, TaskResult, TaskStatus, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL, MAX_BATCH,
+    valid_task_id, valid_tenant, BatchAnswer, CompletionNotice, Outcome, StoreBatch, StoreRequest,
+    TaskResult, TaskStatus, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL, MAX_BATCH,
 };
 use aies_guest::{
-    arg, count_by, error, execute, finish_tasks, json, parse_body, redis, release_inflight,
+    arg, batch_answer, count_by, error, execute, finish_tasks, parse_body, redis, release_inflight,
     stored_task, DB_TASKS,
 };
 use anyhow::{bail, Result};
@@ -45,20 +45,7 @@ async fn handle(req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return error(503, format!("{e:#}")),
     };
-    if batch {
-        return json(200, &BatchResponse { results });
-    }
-    match results.into_iter().next() {
-        Some(BatchAnswer {
-            task: Some(task), ..
-        }) => json(200, &task),
-        Some(BatchAnswer {
-            status,
-            error: Some(e),
-            ..
-        }) => error(status, e),
-        _ => error(500, "no answer for the item"),
-    }
+    batch_answer(batch, results)
 }
 
 /// The fields an outcome writes into its task record.
