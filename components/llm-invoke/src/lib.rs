@@ -303,9 +303,24 @@ async fn post_with_retries(
             "LLM call failed ({err:#}); retry {} in {wait:?}",
             attempt + 1
         );
-        std::thread::sleep(wait);
+        sleep(wait).await;
         attempt += 1;
     }
+}
+
+/// Waits without blocking the instance: the other events of a batch go on
+/// (a thread sleep would hold every one of them, one backoff after another).
+fn sleep(wait: Duration) -> impl std::future::Future<Output = ()> {
+    use wasi::clocks::monotonic_clock;
+    let deadline = monotonic_clock::now().saturating_add(wait.as_nanos() as u64);
+    std::future::poll_fn(move |cx| {
+        if monotonic_clock::now() >= deadline {
+            return std::task::Poll::Ready(());
+        }
+        let alarm = monotonic_clock::subscribe_instant(deadline);
+        spin_executor::push_waker(alarm, cx.waker().clone());
+        std::task::Poll::Pending
+    })
 }
 
 fn transient_status(status: u16) -> bool {
