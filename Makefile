@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test bench fmt clippy clean replay-dlq cache-eval
+.PHONY: setup build components native up test bench fmt clippy clean replay-dlq produce cache-eval
 
 setup:
 	bash scripts/setup.sh
@@ -27,6 +27,10 @@ test: components native
 # Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
 replay-dlq: native
 	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
+
+# The batch flow: ARGS="--count 5000", "--keys 100", "--file prompts.txt".
+produce: native
+	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" produce $(ARGS)
 
 # The cache's threshold and guard on the labeled pairs, with each embedding
 # model (ARGS for both runs, e.g. --threshold 0.8 --reworded 0.85).

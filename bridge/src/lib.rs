@@ -18,6 +18,7 @@ pub mod in_flight;
 mod invoker;
 pub mod metrics;
 mod offsets;
+pub mod produce;
 mod relay;
 pub mod replay;
 mod topics;

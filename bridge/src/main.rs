@@ -19,6 +19,9 @@ enum Command {
     Run,
     /// Move dead letters back to the batch lane (all, or by reason or age).
     ReplayDlq(aies_bridge::replay::ReplayArgs),
+    /// Send events to the batch lane (the batch flow's producer): N
+    /// generated, or one per line of a file.
+    Produce(aies_bridge::produce::ProduceArgs),
 }
 
 #[tokio::main]
@@ -35,6 +38,14 @@ async fn main() -> Result<()> {
             "replayed"
         };
         println!("{summary}\n{verb} {} dead letters", summary.matched);
+        return Ok(());
+    }
+    if let Some(Command::Produce(args)) = &cli.command {
+        let summary = aies_bridge::produce::produce(&cli.config, args).await?;
+        println!("{summary}");
+        if summary.failed > 0 {
+            std::process::exit(1);
+        }
         return Ok(());
     }
     let config = cli.config;

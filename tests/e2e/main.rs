@@ -12,6 +12,7 @@ mod faults;
 mod lanes;
 mod limits;
 mod pipeline;
+mod produce;
 mod providers;
 mod redis_trigger;
 mod up;
