@@ -15,6 +15,7 @@ mod pipeline;
 mod produce;
 mod providers;
 mod redis_trigger;
+mod task_wait;
 mod up;
 mod wasm;
 

@@ -273,6 +273,22 @@ pub fn now_secs() -> u64 {
 }
 
 /// The local-service-chaining URL of a stage's route.
+/// Waits without blocking the instance: other futures of the same run (the
+/// other events of a batch) go on meanwhile, where a thread sleep would
+/// hold them all.
+pub fn sleep(wait: std::time::Duration) -> impl std::future::Future<Output = ()> {
+    use wasi::clocks::monotonic_clock;
+    let deadline = monotonic_clock::now().saturating_add(wait.as_nanos() as u64);
+    std::future::poll_fn(move |cx| {
+        if monotonic_clock::now() >= deadline {
+            return std::task::Poll::Ready(());
+        }
+        let alarm = monotonic_clock::subscribe_instant(deadline);
+        spin_executor::push_waker(alarm, cx.waker().clone());
+        std::task::Poll::Pending
+    })
+}
+
 /// The answer of a stage that takes one item or a batch of them: the
 /// batch's answers, or the one item's answer as its own response.
 pub fn batch_answer(batch: bool, results: Vec<aies_contract::BatchAnswer>) -> Response {

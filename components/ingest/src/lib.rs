@@ -7,7 +7,8 @@
 //!   while its task is running joins that task (202, `coalesced`); a miss
 //!   records the task as PENDING (Redis DB 2), hands the event to the bridge
 //!   for the API lane and answers 202 with the task id.
-//! - `GET /task/{id}`: the task's status, result or error.
+//! - `GET /task/{id}[?wait=N]`: the task's status, result or error; with
+//!   `wait` (seconds, at most 30), answered as soon as the task is final.
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
@@ -17,7 +18,7 @@ use aies_contract::{
 };
 use aies_guest::{
     arg, call, count, error, execute, hgetall, inflight_key, json, llm_model_id, now_secs, redis,
-    release_inflight, scope_id, stage_url, text, var, write_task, TaskRecord, DB_CACHE,
+    release_inflight, scope_id, sleep, stage_url, text, var, write_task, TaskRecord, DB_CACHE,
     DB_COORDINATION, DB_TASKS, METRICS_KEY,
 };
 use anyhow::Result;
@@ -37,7 +38,7 @@ async fn handle(req: Request) -> Response {
         (Method::Get, "/metrics") => metrics(),
         (Method::Get, "/health") => health(),
         (Method::Get, "/") => docs(),
-        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]),
+        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]).await,
         (_, "/process") => error(405, "use POST /process"),
         _ => error(404, format!("no route for {path}: see GET /")),
     }
@@ -356,7 +357,14 @@ fn record_pending(task_id: &str, prompt: &str, tenant: &str) -> Result<()> {
     Ok(())
 }
 
-fn task(req: &Request, id: &str) -> Response {
+/// Longest `GET /task/{id}?wait=N` may wait, in seconds.
+const MAX_WAIT_SECS: u64 = 30;
+/// How often a waiting request looks at the task again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `GET /task/{id}[?wait=N]`: the task now, or, with `wait`, as soon as it
+/// is final (at most N seconds, then as it is).
+async fn task(req: &Request, id: &str) -> Response {
     if !valid_task_id(id) {
         return error(400, "invalid task id");
     }
@@ -364,17 +372,43 @@ fn task(req: &Request, id: &str) -> Response {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let record = match redis(DB_TASKS).and_then(|c| TaskRecord::read(&c, id)) {
-        Ok(r) => r,
-        Err(e) => return error(503, format!("{e:#}")),
+    let wait = match wait_secs(req.query()) {
+        Ok(w) => w,
+        Err(resp) => return resp,
     };
-    // Another tenant's task is as unknown as a missing one.
-    let owner = record
-        .get("tenant")
-        .unwrap_or_else(|| DEFAULT_TENANT.to_string());
-    match record.task(id) {
-        Some(task) if owner == tenant => json(200, &task),
-        _ => error(404, format!("no task {id}")),
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let record = match redis(DB_TASKS).and_then(|c| TaskRecord::read(&c, id)) {
+            Ok(r) => r,
+            Err(e) => return error(503, format!("{e:#}")),
+        };
+        // Another tenant's task is as unknown as a missing one.
+        let owner = record
+            .get("tenant")
+            .unwrap_or_else(|| DEFAULT_TENANT.to_string());
+        match record.task(id) {
+            Some(task) if owner == tenant => {
+                if task.status.is_final() || std::time::Instant::now() >= deadline {
+                    return json(200, &task);
+                }
+            }
+            _ => return error(404, format!("no task {id}")),
+        }
+        sleep(WAIT_POLL).await;
+    }
+}
+
+/// The `wait` query parameter: whole seconds, 0 to [`MAX_WAIT_SECS`].
+fn wait_secs(query: &str) -> Result<u64, Response> {
+    let Some(value) = query.split('&').find_map(|pair| pair.strip_prefix("wait=")) else {
+        return Ok(0);
+    };
+    match value.parse::<u64>() {
+        Ok(n) if n <= MAX_WAIT_SECS => Ok(n),
+        _ => Err(error(
+            400,
+            format!("wait must be whole seconds from 0 to {MAX_WAIT_SECS}"),
+        )),
     }
 }
 

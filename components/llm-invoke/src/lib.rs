@@ -26,8 +26,8 @@ use aies_contract::{
 };
 use aies_guest::{
     batch_answer, bearer_is, call, count_by, error, llm_model_id, llm_provider, parse_body,
-    post_json, redis, scope_id, stage_url, start_tasks, stored_task, var, var_parsed, DB_TASKS,
-    OFFLINE_MODEL,
+    post_json, redis, scope_id, sleep, stage_url, start_tasks, stored_task, var, var_parsed,
+    DB_TASKS, OFFLINE_MODEL,
 };
 use anyhow::{anyhow, bail, Result};
 use futures::future::join_all;
@@ -306,21 +306,6 @@ async fn post_with_retries(
         sleep(wait).await;
         attempt += 1;
     }
-}
-
-/// Waits without blocking the instance: the other events of a batch go on
-/// (a thread sleep would hold every one of them, one backoff after another).
-fn sleep(wait: Duration) -> impl std::future::Future<Output = ()> {
-    use wasi::clocks::monotonic_clock;
-    let deadline = monotonic_clock::now().saturating_add(wait.as_nanos() as u64);
-    std::future::poll_fn(move |cx| {
-        if monotonic_clock::now() >= deadline {
-            return std::task::Poll::Ready(());
-        }
-        let alarm = monotonic_clock::subscribe_instant(deadline);
-        spin_executor::push_waker(alarm, cx.waker().clone());
-        std::task::Poll::Pending
-    })
 }
 
 fn transient_status(status: u16) -> bool {
