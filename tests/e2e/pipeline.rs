@@ -204,3 +204,55 @@ async fn poison_events_are_dead_lettered_without_blocking_the_partition() {
         Some(answer("openai", "still processed").as_str())
     );
 }
+
+/// `/invoke/batch` answers each event on its own: a bad event is a 400 in
+/// its place while the others run; a redelivered one is answered from the
+/// record without another LLM call; an oversized batch is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_event_on_its_own() {
+    use serde_json::json;
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("invoke-batch").llm(&fake, "openai")).await;
+    let event = |id: &str, prompt: &str| json!({"task_id": id, "prompt": prompt, "tenant": "default", "use_cache": false});
+    let batch = json!({"events": [
+        event("batch-a", "First question"),
+        event("not a valid id!", "Refused"),
+        event("batch-b", "Second question"),
+    ]});
+    let post = |body: serde_json::Value| {
+        system
+            .client
+            .post(system.url("/invoke/batch"))
+            .bearer_auth(INVOKE_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let resp = post(batch.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let reply: serde_json::Value = resp.json().await.unwrap();
+    let results = reply["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{reply}");
+    for (i, prompt) in [(0, "First question"), (2, "Second question")] {
+        assert_eq!(results[i]["status"], 200, "{reply}");
+        assert_eq!(results[i]["task"]["status"], "SUCCESS", "{reply}");
+        assert_eq!(
+            results[i]["task"]["result"],
+            answer("openai", prompt),
+            "{reply}"
+        );
+    }
+    assert_eq!(results[1]["status"], 400, "{reply}");
+    assert_eq!(fake.calls(), 2);
+
+    // Delivered again: the same answers, no new LLM call.
+    let again: serde_json::Value = post(batch).await.unwrap().json().await.unwrap();
+    assert_eq!(again["results"][0], results[0]);
+    assert_eq!(fake.calls(), 2);
+
+    let too_many: Vec<_> = (0..=aies_contract::MAX_BATCH)
+        .map(|i| event(&format!("many-{i}"), "x"))
+        .collect();
+    let resp = post(json!({ "events": too_many })).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(fake.calls(), 2);
+}
