@@ -1,6 +1,7 @@
 //! End-to-end tests: real Redis Stack, a real Kafka-protocol broker, the
 //! components compiled to wasm and run by the host. Run with `make test`.
 
+mod api;
 mod bad_input;
 mod batch;
 mod cache;

@@ -91,7 +91,7 @@ return 0"#;
 }
 
 /// The first `bytes` bytes of the text's SHA-256, in hex.
-fn hex(text: &str, bytes: usize) -> String {
+pub fn hex(text: &str, bytes: usize) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(text.as_bytes());
     digest

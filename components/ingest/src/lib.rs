@@ -7,13 +7,19 @@
 //!   while its task is running joins that task (202, `coalesced`); a miss
 //!   records the task as PENDING (Redis DB 2), hands the event to the bridge
 //!   for the API lane and answers 202 with the task id.
+//!   With an `Idempotency-Key` header, a retry gets the first answer again
+//!   (see `idempotency`).
+//! - `POST /process/batch` `{"requests": [...]}`: one task per prompt.
 //! - `GET /task/{id}[?wait=N]`: the task's status, result or error; with
 //!   `wait` (seconds, at most 30), answered as soon as the task is final.
+//! - `GET /task/{id}/events`: its state changes as server-sent events.
+//! - `/admin/keys`: API keys (see `keys`); with `api_keys = "required"`
+//!   the key, not `x-tenant-id`, names the tenant.
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, vector_key, CacheHit, CacheTier, EmbedRequest, EmbedResponse,
-    LookupRequest, LookupResponse, ProcessRequest, RawEvent, StashedVector, TaskStatus,
+    valid_task_id, vector_key, CacheHit, CacheTier, EmbedRequest, EmbedResponse, LookupRequest,
+    LookupResponse, ProcessRequest, RawEvent, StashedVector, TaskResult, TaskStatus,
     DEFAULT_TENANT, EVENT_VERSION, MAX_PROMPT_CHARS,
 };
 use aies_guest::{
@@ -23,106 +29,174 @@ use aies_guest::{
 };
 use anyhow::Result;
 use serde_json::json as j;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
+
+mod events;
+mod idempotency;
+mod keys;
 use spin_sdk::http_component;
 use spin_sdk::redis::RedisParameter;
 
 /// Largest request body accepted by `POST /process`.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body of `POST /process/batch`, and most prompts in one.
+const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
+const MAX_BATCH_PROMPTS: usize = 100;
+/// Prompts of one batch looked up at once.
+const BATCH_CONCURRENCY: usize = 16;
 
 #[http_component]
-async fn handle(req: Request) -> Response {
+async fn handle(req: Request, out: ResponseOutparam) {
     let path = req.path().to_string();
-    match (req.method(), path.as_str()) {
+    let resp = match (req.method(), path.as_str()) {
         (Method::Post, "/process") => process(req).await,
+        (Method::Post, "/process/batch") => process_batch(req).await,
+        (Method::Get, p) if p.starts_with("/task/") && p.ends_with("/events") => {
+            let id = &p["/task/".len()..p.len() - "/events".len()];
+            return events::stream(&req, id, out).await;
+        }
+        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]).await,
         (Method::Get, "/metrics") => metrics(),
         (Method::Get, "/health") => health(),
         (Method::Get, "/") => docs(),
-        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]).await,
-        (_, "/process") => error(405, "use POST /process"),
+        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => keys::admin(&req),
+        (_, "/process" | "/process/batch") => error(405, "use POST"),
         _ => error(404, format!("no route for {path}: see GET /")),
-    }
+    };
+    events::respond(out, resp).await;
 }
 
-fn tenant(req: &Request) -> Result<String, Response> {
-    let tenant = req
-        .header("x-tenant-id")
-        .and_then(|v| v.as_str())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_string();
-    if valid_tenant(&tenant) {
-        Ok(tenant)
-    } else {
-        Err(error(
-            400,
-            "x-tenant-id must be 1-64 letters, digits, '-' or '_'",
-        ))
-    }
-}
-
-/// Checks a `POST /process` request; `Err` is the 4xx answer.
-fn validate(req: &Request) -> Result<(ProcessRequest, String), Response> {
-    if req.body().len() > MAX_BODY_BYTES {
+/// A request's JSON object body, within `limit` bytes.
+fn object_body(req: &Request, limit: usize) -> Result<serde_json::Value, Response> {
+    if req.body().len() > limit {
         return Err(error(
             413,
-            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("request body is larger than {limit} bytes"),
         ));
     }
-    let tenant = tenant(req)?;
-    let invalid = |e: serde_json::Error| error(400, format!("invalid JSON body: {e}"));
-    let value: serde_json::Value = serde_json::from_slice(req.body()).map_err(invalid)?;
+    let value: serde_json::Value = serde_json::from_slice(req.body())
+        .map_err(|e| error(400, format!("invalid JSON body: {e}")))?;
     // serde would also read a struct from an array; only an object is valid.
     if !value.is_object() {
         return Err(error(400, "invalid JSON body: expected an object"));
     }
-    let mut body: ProcessRequest = serde_json::from_value(value).map_err(invalid)?;
+    Ok(value)
+}
+
+/// Checks one prompt's request; `Err` is its status and message.
+fn check(value: serde_json::Value) -> Result<ProcessRequest, (u16, String)> {
+    if !value.is_object() {
+        return Err((400, "expected an object".into()));
+    }
+    let mut body: ProcessRequest =
+        serde_json::from_value(value).map_err(|e| (400, format!("invalid JSON body: {e}")))?;
     body.prompt = body.prompt.trim().to_string();
     if body.prompt.is_empty() {
-        return Err(error(400, "`prompt` must not be empty"));
+        return Err((400, "`prompt` must not be empty".into()));
     }
     if body.prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(error(
+        return Err((
             413,
             format!("`prompt` is longer than {MAX_PROMPT_CHARS} characters"),
         ));
     }
     if let Some(problem) = body.generation().problem() {
-        return Err(error(400, problem));
+        return Err((400, problem));
     }
     if let Some(t) = body.cache_threshold.filter(|t| !(0.0..=1.0).contains(t)) {
-        return Err(error(
+        return Err((
             400,
             format!("`cache_threshold` must be between 0 and 1, got {t}"),
         ));
     }
-    Ok((body, tenant))
+    Ok(body)
 }
 
+/// `POST /process`: one prompt.
 async fn process(req: Request) -> Response {
     count("requests");
-    let (body, tenant) = match validate(&req) {
+    let checked = keys::tenant(&req).and_then(|tenant| {
+        let body = object_body(&req, MAX_BODY_BYTES)?;
+        let body = check(body).map_err(|(status, msg)| error(status, msg))?;
+        Ok((body, tenant))
+    });
+    let (body, tenant) = match checked {
         Ok(v) => v,
         Err(resp) => {
             count("bad_requests");
             return resp;
         }
     };
+    idempotency::once(&req, &tenant, async {
+        let (status, value) = answer(body, &tenant).await;
+        json(status, &value)
+    })
+    .await
+}
+
+/// `POST /process/batch` `{"requests": [<POST /process body>, ...]}`: one
+/// task per prompt; each result is in its place, with its `http_status`.
+async fn process_batch(req: Request) -> Response {
+    use futures::StreamExt;
+    let checked = keys::tenant(&req).and_then(|tenant| {
+        let mut body = object_body(&req, MAX_BATCH_BODY_BYTES)?;
+        match body.get_mut("requests").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(items))
+                if !items.is_empty() && items.len() <= MAX_BATCH_PROMPTS =>
+            {
+                Ok((items, tenant))
+            }
+            _ => Err(error(
+                400,
+                format!("`requests` must be an array of 1 to {MAX_BATCH_PROMPTS} objects"),
+            )),
+        }
+    });
+    let (items, tenant) = match checked {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    idempotency::once(&req, &tenant, async {
+        let tenant = tenant.as_str();
+        let results: Vec<serde_json::Value> = futures::stream::iter(items)
+            .map(|item| async move {
+                count("requests");
+                let (status, mut value) = match check(item) {
+                    Ok(body) => answer(body, tenant).await,
+                    Err((status, msg)) => {
+                        count("bad_requests");
+                        (status, j!({ "error": msg }))
+                    }
+                };
+                value["http_status"] = j!(status);
+                value
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        json(200, &j!({ "results": results }))
+    })
+    .await
+}
+
+/// One checked prompt: the cache, a running task to join, or a new task.
+async fn answer(body: ProcessRequest, tenant: &str) -> (u16, serde_json::Value) {
     let scope = match llm_model_id() {
         Ok(model) => scope_id(&model, &body.generation()),
-        Err(e) => return error(500, format!("{e:#}")),
+        Err(e) => return (500, j!({ "error": format!("{e:#}") })),
     };
     let mut vector = None;
     if body.use_cache {
-        match cached(&body, &tenant, &scope).await {
+        match cached(&body, tenant, &scope).await {
             Ok(Lookup::Hit(hit)) => {
                 count("cache_hits");
                 count(match hit.tier {
                     CacheTier::Exact => "cache_hits_exact",
                     CacheTier::Semantic => "cache_hits_semantic",
                 });
-                return json(
+                return (
                     200,
-                    &j!({
+                    j!({
                         "status": "SUCCESS",
                         "cached": true,
                         "cache": {
@@ -151,12 +225,12 @@ async fn process(req: Request) -> Response {
     }
     let task_id = uuid::Uuid::new_v4().to_string();
     if body.use_cache {
-        match join_inflight(&task_id, &body.prompt, &tenant, &scope) {
+        match join_inflight(&task_id, &body.prompt, tenant, &scope) {
             Ok(Some((running, status))) => {
                 count("cache_coalesced");
-                return json(
+                return (
                     202,
-                    &j!({"task_id": running, "status": status, "coalesced": true}),
+                    j!({"task_id": running, "status": status, "coalesced": true}),
                 );
             }
             Ok(None) => {}
@@ -171,24 +245,27 @@ async fn process(req: Request) -> Response {
         }
     }
     let (prompt, use_cache) = (body.prompt.clone(), body.use_cache);
-    let enqueued = enqueue(&task_id, body, tenant.clone()).await;
+    let enqueued = enqueue(&task_id, body, tenant.to_string()).await;
     if enqueued.is_err() && use_cache {
-        if let Err(e) = release_inflight(&task_id, &tenant, &scope, &prompt) {
+        if let Err(e) = release_inflight(&task_id, tenant, &scope, &prompt) {
             eprintln!("in-flight marker of {task_id} not cleared: {e:#}");
         }
     }
     match enqueued {
-        Ok(()) => json(202, &j!({"task_id": task_id, "status": "PENDING"})),
+        Ok(()) => (202, j!({"task_id": task_id, "status": "PENDING"})),
         Err(Enqueue::NotRecorded(e)) => {
             eprintln!("task not recorded: {e:#}");
-            error(503, format!("could not record the task: {e:#}"))
+            (
+                503,
+                j!({ "error": format!("could not record the task: {e:#}") }),
+            )
         }
         // The task exists, as FAILURE: give its id, so it can be looked up.
         Err(Enqueue::Refused(e)) => {
             eprintln!("enqueue failed: {e:#}");
-            json(
+            (
                 503,
-                &j!({
+                j!({
                     "error": format!("could not enqueue the task: {e:#}"),
                     "task_id": task_id,
                     "status": "FAILURE",
@@ -368,7 +445,7 @@ async fn task(req: &Request, id: &str) -> Response {
     if !valid_task_id(id) {
         return error(400, "invalid task id");
     }
-    let tenant = match tenant(req) {
+    let tenant = match keys::tenant(req) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
@@ -378,24 +455,27 @@ async fn task(req: &Request, id: &str) -> Response {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
     loop {
-        let record = match redis(DB_TASKS).and_then(|c| TaskRecord::read(&c, id)) {
-            Ok(r) => r,
-            Err(e) => return error(503, format!("{e:#}")),
-        };
-        // Another tenant's task is as unknown as a missing one.
-        let owner = record
-            .get("tenant")
-            .unwrap_or_else(|| DEFAULT_TENANT.to_string());
-        match record.task(id) {
-            Some(task) if owner == tenant => {
+        match tenant_task(id, &tenant) {
+            Ok(Some(task)) => {
                 if task.status.is_final() || std::time::Instant::now() >= deadline {
                     return json(200, &task);
                 }
             }
-            _ => return error(404, format!("no task {id}")),
+            Ok(None) => return error(404, format!("no task {id}")),
+            Err(e) => return error(503, format!("{e:#}")),
         }
         sleep(WAIT_POLL).await;
     }
+}
+
+/// The task as its tenant sees it: `None` when there is no such task or it
+/// is another tenant's (as unknown as a missing one).
+fn tenant_task(id: &str, tenant: &str) -> Result<Option<TaskResult>> {
+    let record = TaskRecord::read(&redis(DB_TASKS)?, id)?;
+    let owner = record
+        .get("tenant")
+        .unwrap_or_else(|| DEFAULT_TENANT.to_string());
+    Ok(record.task(id).filter(|_| owner == tenant))
 }
 
 /// The `wait` query parameter: whole seconds, 0 to [`MAX_WAIT_SECS`].
@@ -535,13 +615,22 @@ fn docs() -> Response {
         &j!({
             "service": "ai-eventstream",
             "endpoints": {
-                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?}; header x-tenant-id (optional). 200 on a cache hit, 202 {task_id} otherwise",
-                "GET /task/{id}": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error",
+                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?}. 200 on a cache hit, 202 {task_id} otherwise; optional Idempotency-Key header",
+                "POST /process/batch": "{\"requests\": [POST /process body, ...]} (1-100): one task each, {\"results\": [...]} in order with each http_status",
+                "GET /task/{id}[?wait=N]": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error; wait long-polls up to N s (at most 30)",
+                "GET /task/{id}/events": "the task's state changes as server-sent events, until it is final",
                 "GET /metrics": "Prometheus text format",
                 "GET /health": "Redis reachability",
+                "POST /admin/keys, GET /admin/keys, DELETE /admin/keys/{id}": "API keys (Authorization: Bearer <admin_token>)",
                 "GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush": "the cache's admin endpoints (Authorization: Bearer <admin_token>)",
             },
-            "limits": {"body_bytes": MAX_BODY_BYTES, "prompt_chars": MAX_PROMPT_CHARS},
+            "tenant": "with api_keys = required: Authorization: Bearer <key> (or x-api-key); otherwise the x-tenant-id header (default `default`)",
+            "limits": {
+                "body_bytes": MAX_BODY_BYTES,
+                "batch_body_bytes": MAX_BATCH_BODY_BYTES,
+                "batch_prompts": MAX_BATCH_PROMPTS,
+                "prompt_chars": MAX_PROMPT_CHARS,
+            },
         }),
     )
 }

@@ -324,14 +324,20 @@ fn banner(args: &Args, pid: u32) {
     } else {
         "OFFLINE STAND-IN (not a real LLM: set GOOGLE_API_KEY or OPENAI_BASE_URL)".into()
     };
+    let keys = if std::env::var("SPIN_VARIABLE_API_KEYS").is_ok_and(|v| v == "required") {
+        "required: Authorization: Bearer <key>; make keys at POST /admin/keys"
+    } else {
+        "OFF (local default: x-tenant-id names the tenant; SPIN_VARIABLE_API_KEYS=required to require keys)"
+    };
     let (listen, bridge) = (args.listen, args.bridge_listen);
     println!(
         "
   AI-EventStream is up
   API        http://{listen}   (POST /process, GET /task/{{id}}, GET /metrics, GET /health)
+  API keys   {keys}
   LLM        {llm}
   Embeddings local multilingual-e5-small (offline; English and Spanish)
-  Admin      http://{listen}/admin/cache/stats   (Authorization: Bearer $(cat {}/admin-token))
+  Admin      http://{listen}/admin/cache/stats, /admin/keys   (Authorization: Bearer $(cat {}/admin-token))
   Redis      {}:{} (data in {}/redis)
   Kafka      {} (lanes datos_api and datos_crudos; results datos_procesados; dead letters datos_crudos_dlq)
   Bridge     http://{bridge}   (GET /metrics)

@@ -1,0 +1,101 @@
+//! Writing responses through wasi:http's response outparam, and
+//! `GET /task/{id}/events`: a task's state changes as server-sent events.
+//!
+//! Each change is one `event: status` whose `data` is the task as
+//! `GET /task/{id}` shows it; the stream ends after a final state (SUCCESS
+//! or FAILURE), or after [`MAX_STREAM`] (an `EventSource` reconnects by
+//! itself), with a comment line every [`KEEP_ALIVE`] so proxies keep it open.
+
+use aies_contract::valid_task_id;
+use aies_guest::{error, sleep};
+use futures::SinkExt;
+use spin_sdk::http::{Fields, OutgoingResponse, Request, Response, ResponseOutparam};
+use std::time::{Duration, Instant};
+
+/// Longest a stream stays open (the host stops a request after 120 s).
+const MAX_STREAM: Duration = Duration::from_secs(60);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Sends a whole response.
+pub async fn respond(out: ResponseOutparam, mut resp: Response) {
+    let body = std::mem::take(resp.body_mut());
+    match OutgoingResponse::try_from(resp) {
+        Ok(outgoing) => {
+            if let Err(e) = out.set_with_body(outgoing, body).await {
+                eprintln!("response not sent: {e}");
+            }
+        }
+        Err(e) => eprintln!("response not converted: {e}"),
+    }
+}
+
+pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
+    if !valid_task_id(id) {
+        return respond(out, error(400, "invalid task id")).await;
+    }
+    let tenant = match super::keys::tenant(req) {
+        Ok(t) => t,
+        Err(resp) => return respond(out, resp).await,
+    };
+    // Unknown (or another tenant's) tasks are a plain 404, not a stream.
+    let mut task = match super::tenant_task(id, &tenant) {
+        Ok(Some(task)) => task,
+        Ok(None) => return respond(out, error(404, format!("no task {id}"))).await,
+        Err(e) => return respond(out, error(503, format!("{e:#}"))).await,
+    };
+    let headers = Fields::from_list(&[
+        ("content-type".to_owned(), b"text/event-stream".to_vec()),
+        ("cache-control".to_owned(), b"no-cache".to_vec()),
+    ]);
+    let response = match headers {
+        Ok(h) => OutgoingResponse::new(h),
+        Err(e) => return respond(out, error(500, format!("{e}"))).await,
+    };
+    let mut body = response.take_body();
+    out.set(response);
+
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let mut last_status = None;
+    let mut last_write = Instant::now();
+    loop {
+        if last_status != Some(task.status) {
+            sent += 1;
+            let data = serde_json::to_string(&task).unwrap_or_default();
+            let event = format!("id: {sent}\nevent: status\ndata: {data}\n\n");
+            if body.send(event.into_bytes()).await.is_err() {
+                return; // the client went away
+            }
+            last_status = Some(task.status);
+            last_write = Instant::now();
+        }
+        if task.status.is_final() || started.elapsed() >= MAX_STREAM {
+            break;
+        }
+        if last_write.elapsed() >= KEEP_ALIVE {
+            if body.send(b": keep-alive\n\n".to_vec()).await.is_err() {
+                return;
+            }
+            last_write = Instant::now();
+        }
+        sleep(POLL).await;
+        task = match super::tenant_task(id, &tenant) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                let _ = body
+                    .send(b"event: error\ndata: {\"error\":\"the task expired\"}\n\n".to_vec())
+                    .await;
+                break;
+            }
+            Err(e) => {
+                let data = serde_json::json!({ "error": format!("{e:#}") });
+                let _ = body
+                    .send(format!("event: error\ndata: {data}\n\n").into_bytes())
+                    .await;
+                break;
+            }
+        };
+    }
+    let _ = body.close().await;
+}
