@@ -250,7 +250,7 @@ async fn a_batch_makes_one_task_per_prompt() {
         .iter()
         .map(|r| {
             assert_eq!(r["http_status"], 202, "{r}");
-            r["task_id"].as_str().unwrap()
+            r["body"]["task_id"].as_str().unwrap()
         })
         .collect();
     assert_ne!(ids[0], ids[1]);

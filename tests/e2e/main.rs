@@ -12,6 +12,7 @@ mod failures;
 mod faults;
 mod lanes;
 mod limits;
+mod openapi;
 mod pipeline;
 mod produce;
 mod providers;

@@ -135,7 +135,8 @@ async fn process(req: Request) -> Response {
 }
 
 /// `POST /process/batch` `{"requests": [<POST /process body>, ...]}`: one
-/// task per prompt; each result is in its place, with its `http_status`.
+/// task per prompt; each result, in its place, is `{"http_status", "body"}`:
+/// what `POST /process` would have answered.
 async fn process_batch(req: Request) -> Response {
     use futures::StreamExt;
     let checked = keys::tenant(&req).and_then(|tenant| {
@@ -161,15 +162,14 @@ async fn process_batch(req: Request) -> Response {
         let results: Vec<serde_json::Value> = futures::stream::iter(items)
             .map(|item| async move {
                 count("requests");
-                let (status, mut value) = match check(item) {
+                let (status, body) = match check(item) {
                     Ok(body) => answer(body, tenant).await,
                     Err((status, msg)) => {
                         count("bad_requests");
                         (status, j!({ "error": msg }))
                     }
                 };
-                value["http_status"] = j!(status);
-                value
+                j!({ "http_status": status, "body": body })
             })
             .buffered(BATCH_CONCURRENCY)
             .collect()
@@ -616,7 +616,7 @@ fn docs() -> Response {
             "service": "ai-eventstream",
             "endpoints": {
                 "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?}. 200 on a cache hit, 202 {task_id} otherwise; optional Idempotency-Key header",
-                "POST /process/batch": "{\"requests\": [POST /process body, ...]} (1-100): one task each, {\"results\": [...]} in order with each http_status",
+                "POST /process/batch": "{\"requests\": [POST /process body, ...]} (1-100): one task each, {\"results\": [{\"http_status\", \"body\"}, ...]} in order",
                 "GET /task/{id}[?wait=N]": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error; wait long-polls up to N s (at most 30)",
                 "GET /task/{id}/events": "the task's state changes as server-sent events, until it is final",
                 "GET /metrics": "Prometheus text format",

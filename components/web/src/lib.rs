@@ -1,0 +1,55 @@
+//! web: the pages the app serves itself, with no CDN and no outbound host.
+//!
+//! - `GET /openapi.json`: the API's OpenAPI 3.1 document (`openapi.json`,
+//!   checked against real answers by `tests/e2e/openapi.rs`).
+//! - `GET /docs`: Swagger UI on that document; its files come from the
+//!   vendored Swagger UI release (see build.rs) and are built in.
+
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+const OPENAPI: &str = include_str!("../openapi.json");
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+macro_rules! asset {
+    ($file:literal) => {
+        include_bytes!(concat!(env!("OUT_DIR"), "/", $file))
+    };
+}
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    if *req.method() != Method::Get {
+        return plain(405, "only GET");
+    }
+    let path = req.path().trim_end_matches('/');
+    match path {
+        "/openapi.json" | "/docs/openapi.json" => file("application/json", OPENAPI.as_bytes()),
+        "/docs" => file("text/html; charset=utf-8", DOCS_PAGE.as_bytes()),
+        "/docs/swagger-ui-bundle.js" => file(
+            "text/javascript; charset=utf-8",
+            asset!("swagger-ui-bundle.js"),
+        ),
+        "/docs/swagger-ui.css" => file("text/css; charset=utf-8", asset!("swagger-ui.css")),
+        "/docs/favicon.png" => file("image/png", asset!("favicon-32x32.png")),
+        _ => plain(404, "no such page: see /docs"),
+    }
+}
+
+fn file(content_type: &str, body: &[u8]) -> Response {
+    Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache")
+        .header("x-content-type-options", "nosniff")
+        .body(body.to_vec())
+        .build()
+}
+
+fn plain(status: u16, text: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(text.to_string())
+        .build()
+}
