@@ -22,7 +22,8 @@ trap 'echo "setup failed in step: $current (exit status $?); see the output abov
 
 step "apt packages (C toolchain for librdkafka, tokenizers)"
 need_apt=()
-for p in build-essential pkg-config; do
+# chromium: the browser the dashboard and /docs tests drive (headless).
+for p in build-essential pkg-config chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # Debian's own python3 needs python3-venv for `python3 -m venv`.
@@ -44,6 +45,16 @@ if [ ! -x "$AIES_VENV/bin/python" ] || [ ! -f "$AIES_VENV/.complete" ]; then
   echo "downloading about 300 MB of wheels from PyPI"
   "$AIES_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-tools.txt"
   touch "$AIES_VENV/.complete"
+else
+  echo "cached"
+fi
+
+step "python test clients: openai, playwright ($AIES_TEST_VENV)"
+if [ ! -x "$AIES_TEST_VENV/bin/python" ] || [ ! -f "$AIES_TEST_VENV/.complete" ]; then
+  rm -rf "$AIES_TEST_VENV"
+  python3 -m venv "$AIES_TEST_VENV"
+  "$AIES_TEST_VENV/bin/pip" install -q --disable-pip-version-check -r "$here/scripts/requirements-test.txt"
+  touch "$AIES_TEST_VENV/.complete"
 else
   echo "cached"
 fi

@@ -367,9 +367,68 @@ async fn real_answers_match_the_openapi_document() {
     .await;
     assert_eq!(status, 200);
 
+    // The OpenAI face: a completion (plain and streamed), embeddings, errors.
+    let chat = |stream: bool| {
+        json!({"model": "m", "stream": stream,
+               "messages": [{"role": "user", "content": "Name a large ocean"}]})
+    };
+    for stream in [false, true] {
+        let (status, _) = call(
+            s,
+            &system,
+            "POST",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            Some(chat(stream)),
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        Some(json!({"messages": []})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    for input in [json!("a cat"), json!(["a cat", "un gato"])] {
+        for format in ["float", "base64"] {
+            let body = json!({"model": "m", "input": input, "encoding_format": format});
+            let (status, _) = call(
+                s,
+                &system,
+                "POST",
+                "/v1/embeddings",
+                "/v1/embeddings",
+                Some(body),
+                &[],
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    }
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/v1/embeddings",
+        "/v1/embeddings",
+        Some(json!({"input": []})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+
     // The service routes.
     let (_, index) = call(s, &system, "GET", "/", "/", None, &[]).await;
     call(s, &system, "GET", "/health", "/health", None, &[]).await;
+    call(s, &system, "GET", "/stats", "/stats", None, &[]).await;
+    call(s, &system, "GET", "/dashboard", "/dashboard", None, &[]).await;
     call(s, &system, "GET", "/metrics", "/metrics", None, &[]).await;
     call(
         s,
@@ -386,6 +445,8 @@ async fn real_answers_match_the_openapi_document() {
     // Redis gone: the documented 503s.
     system.redis.stop();
     let (status, _) = call(s, &system, "GET", "/health", "/health", None, &[]).await;
+    assert_eq!(status, 503);
+    let (status, _) = call(s, &system, "GET", "/stats", "/stats", None, &[]).await;
     assert_eq!(status, 503);
     let (status, _) = call(
         s,

@@ -48,10 +48,10 @@ async fn handle(req: Request) -> Response {
 async fn embed(texts: &[String]) -> Result<EmbedResponse> {
     let dimension: usize = var_parsed("vector_dimension")?;
     let provider = var("embedding_provider")?;
-    let (model, vectors) = match provider.as_str() {
+    let (model, vectors, tokens) = match provider.as_str() {
         "local" => local(texts)?,
-        "gemini" => gemini(texts, dimension).await?,
-        "openai" => openai(texts).await?,
+        "gemini" => with_no_count(gemini(texts, dimension).await?),
+        "openai" => with_no_count(openai(texts).await?),
         other => bail!("unknown embedding_provider {other:?}: use local, gemini or openai"),
     };
     if vectors.len() != texts.len() {
@@ -67,7 +67,17 @@ async fn embed(texts: &[String]) -> Result<EmbedResponse> {
             v.len()
         );
     }
-    Ok(EmbedResponse { model, vectors })
+    Ok(EmbedResponse {
+        model,
+        vectors,
+        tokens,
+    })
+}
+
+fn with_no_count(
+    (model, vectors): (String, Vec<Vec<f32>>),
+) -> (String, Vec<Vec<f32>>, Option<u32>) {
+    (model, vectors, None)
 }
 
 /// Text some models expect before every input (the E5 family: "query: ").
@@ -79,7 +89,8 @@ fn prefix(model: &str) -> &'static str {
     }
 }
 
-fn local(texts: &[String]) -> Result<(String, Vec<Vec<f32>>)> {
+/// The first supported local model: its name, vectors and token count.
+fn local(texts: &[String]) -> Result<(String, Vec<Vec<f32>>, Option<u32>)> {
     let wanted = var("local_embedding_models")?;
     for model in wanted.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let input: Vec<String> = texts
@@ -87,7 +98,10 @@ fn local(texts: &[String]) -> Result<(String, Vec<Vec<f32>>)> {
             .map(|t| format!("{}{t}", prefix(model)))
             .collect();
         match llm::generate_embeddings(llm::EmbeddingModel::Other(model), &input) {
-            Ok(out) => return Ok((format!("local:{model}"), out.embeddings)),
+            Ok(out) => {
+                let tokens = out.usage.prompt_token_count;
+                return Ok((format!("local:{model}"), out.embeddings, Some(tokens)));
+            }
             Err(llm::Error::ModelNotSupported) => continue,
             Err(e) => bail!("local {model}: {e}"),
         }

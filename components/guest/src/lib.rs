@@ -15,6 +15,9 @@ pub const DB_TASKS: u8 = 2;
 
 /// Hash in DB 0 holding the application's counters, read by `GET /metrics`.
 pub const METRICS_KEY: &str = "aies:metrics";
+/// The ids of the last [`RECENT_TASKS`] finished tasks, newest first (DB 2).
+pub const RECENT_TASKS_KEY: &str = "aies:recent";
+pub const RECENT_TASKS: usize = 50;
 /// A prompt being answered (DB 1): `aies:inflight:<exact id>` holds the task
 /// id, so the same prompt in the same scope joins it (coalescing).
 pub const INFLIGHT_PREFIX: &str = "aies:inflight:";
@@ -266,9 +269,14 @@ pub fn count_by(field: &str, n: i64) {
 
 /// Seconds since the Unix epoch, from the host's wall clock.
 pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -395,6 +403,8 @@ if redis.call('HEXISTS', key, 'finished_at') == 1 then
 else
   redis.call('HSET', key, 'updated_at', now, unpack(fields))
   redis.call('HSETNX', key, 'created_at', now)
+  redis.call('HSETNX', key, 'created_ms', now_ms)
+  redis.call('HSETNX', key, 'started_ms', now_ms)
   redis.call('EXPIRE', key, ttl)
   out[i] = 1
 end"#;
@@ -415,8 +425,10 @@ pub fn finish_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Res
 if redis.call('HSETNX', key, 'finished_at', now) == 0 then
   out[i] = 0
 else
-  redis.call('HSET', key, 'updated_at', now, unpack(fields))
+  redis.call('HSET', key, 'updated_at', now, 'finished_ms', now_ms, unpack(fields))
   redis.call('EXPIRE', key, ttl)
+  redis.call('LPUSH', RECENT, string.sub(key, TASK_PREFIX_LEN + 1))
+  redis.call('LTRIM', RECENT, 0, RECENT_LEN - 1)
   out[i] = 1
 end"#;
     task_script(conn, STEP, tasks)
@@ -430,9 +442,13 @@ fn task_script(
     step: &str,
     tasks: &[(&str, &[(&str, &str)])],
 ) -> Result<Vec<bool>> {
+    let prefix_len = aies_contract::task_key("").len();
     let script = format!(
         r#"
 local now, ttl, a, out = ARGV[1], ARGV[2], 3, {{}}
+local t = redis.call('TIME')
+local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local RECENT, RECENT_LEN, TASK_PREFIX_LEN = '{RECENT_TASKS_KEY}', {RECENT_TASKS}, {prefix_len}
 for i, key in ipairs(KEYS) do
   local n = tonumber(ARGV[a])
   local fields = {{}}

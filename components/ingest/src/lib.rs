@@ -15,6 +15,9 @@
 //! - `GET /task/{id}/events`: its state changes as server-sent events.
 //! - `/admin/keys`: API keys (see `keys`); with `api_keys = "required"`
 //!   the key, not `x-tenant-id`, names the tenant.
+//! - `POST /v1/chat/completions`, `POST /v1/embeddings`: OpenAI's wire
+//!   format (see `openai`).
+//! - `GET /stats`: the dashboard's numbers (see `stats`).
 //! - `GET /metrics`: Prometheus text. `GET /health`. `GET /`: the endpoints.
 
 use aies_contract::{
@@ -23,7 +26,7 @@ use aies_contract::{
     DEFAULT_TENANT, EVENT_VERSION, MAX_PROMPT_CHARS,
 };
 use aies_guest::{
-    arg, call, count, error, execute, hgetall, inflight_key, json, llm_model_id, now_secs, redis,
+    arg, call, count, error, execute, hgetall, inflight_key, json, llm_model_id, now_ms, redis,
     release_inflight, scope_id, sleep, stage_url, text, var, write_task, TaskRecord, DB_CACHE,
     DB_COORDINATION, DB_TASKS, METRICS_KEY,
 };
@@ -34,6 +37,8 @@ use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 mod events;
 mod idempotency;
 mod keys;
+mod openai;
+mod stats;
 use spin_sdk::http_component;
 use spin_sdk::redis::RedisParameter;
 
@@ -57,9 +62,13 @@ async fn handle(req: Request, out: ResponseOutparam) {
         }
         (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]).await,
         (Method::Get, "/metrics") => metrics(),
+        (Method::Get, "/stats") => stats::stats(&req).await,
         (Method::Get, "/health") => health(),
         (Method::Get, "/") => docs(),
         (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => keys::admin(&req),
+        (Method::Post, "/v1/chat/completions") => openai::chat(req).await,
+        (Method::Post, "/v1/embeddings") => openai::embeddings(req).await,
+        (_, "/v1/chat/completions" | "/v1/embeddings") => openai::error(405, "use POST"),
         (_, "/process" | "/process/batch") => error(405, "use POST"),
         _ => error(404, format!("no route for {path}: see GET /")),
     };
@@ -88,8 +97,13 @@ fn check(value: serde_json::Value) -> Result<ProcessRequest, (u16, String)> {
     if !value.is_object() {
         return Err((400, "expected an object".into()));
     }
-    let mut body: ProcessRequest =
+    let body: ProcessRequest =
         serde_json::from_value(value).map_err(|e| (400, format!("invalid JSON body: {e}")))?;
+    validate(body)
+}
+
+/// Checks a prompt's fields (trimming it); `Err` is a status and message.
+fn validate(mut body: ProcessRequest) -> Result<ProcessRequest, (u16, String)> {
     body.prompt = body.prompt.trim().to_string();
     if body.prompt.is_empty() {
         return Err((400, "`prompt` must not be empty".into()));
@@ -419,7 +433,7 @@ async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Result<
 
 fn record_pending(task_id: &str, prompt: &str, tenant: &str) -> Result<()> {
     let conn = redis(DB_TASKS)?;
-    let now = now_secs().to_string();
+    let now = now_ms();
     write_task(
         &conn,
         task_id,
@@ -427,7 +441,8 @@ fn record_pending(task_id: &str, prompt: &str, tenant: &str) -> Result<()> {
             ("status", TaskStatus::Pending.as_str()),
             ("prompt", prompt),
             ("tenant", tenant),
-            ("created_at", &now),
+            ("created_at", &(now / 1000).to_string()),
+            ("created_ms", &now.to_string()),
         ],
     )?;
     count("tasks_pending");
@@ -619,7 +634,10 @@ fn docs() -> Response {
                 "POST /process/batch": "{\"requests\": [POST /process body, ...]} (1-100): one task each, {\"results\": [{\"http_status\", \"body\"}, ...]} in order",
                 "GET /task/{id}[?wait=N]": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error; wait long-polls up to N s (at most 30)",
                 "GET /task/{id}/events": "the task's state changes as server-sent events, until it is final",
+                "POST /v1/chat/completions": "OpenAI's chat completions (also stream: true), answered through the cache and the pipeline",
+                "POST /v1/embeddings": "OpenAI's embeddings (float or base64) from the app's embedding model",
                 "GET /metrics": "Prometheus text format",
+                "GET /stats": "what /dashboard shows, as JSON: tasks by state, the latest tasks with timings, cache hits by tier, Kafka lanes and partition lag",
                 "GET /health": "Redis reachability",
                 "POST /admin/keys, GET /admin/keys, DELETE /admin/keys/{id}": "API keys (Authorization: Bearer <admin_token>)",
                 "GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush": "the cache's admin endpoints (Authorization: Bearer <admin_token>)",

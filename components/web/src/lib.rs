@@ -4,12 +4,16 @@
 //!   checked against real answers by `tests/e2e/openapi.rs`).
 //! - `GET /docs`: Swagger UI on that document; its files come from the
 //!   vendored Swagger UI release (see build.rs) and are built in.
+//! - `GET /dashboard`: a live page of ingest's `GET /stats` (tasks, timings,
+//!   throughput, cache hits by tier, Kafka lanes and lag), refreshed every
+//!   2 s; plain HTML and JavaScript, nothing fetched from elsewhere.
 
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 
 const OPENAPI: &str = include_str!("../openapi.json");
 const DOCS_PAGE: &str = include_str!("docs.html");
+const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
 
 macro_rules! asset {
     ($file:literal) => {
@@ -26,6 +30,7 @@ fn handle(req: Request) -> Response {
     match path {
         "/openapi.json" | "/docs/openapi.json" => file("application/json", OPENAPI.as_bytes()),
         "/docs" => file("text/html; charset=utf-8", DOCS_PAGE.as_bytes()),
+        "/dashboard" => file("text/html; charset=utf-8", DASHBOARD_PAGE.as_bytes()),
         "/docs/swagger-ui-bundle.js" => file(
             "text/javascript; charset=utf-8",
             asset!("swagger-ui-bundle.js"),

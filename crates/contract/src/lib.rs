@@ -223,6 +223,9 @@ pub struct EmbedRequest {
 pub struct EmbedResponse {
     pub model: String,
     pub vectors: Vec<Vec<f32>>,
+    /// Tokens the model read, when it says (the local models do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
 }
 
 /// `POST http://cache-lookup.spin.internal/lookup`. Without a vector only

@@ -1,0 +1,201 @@
+//! `GET /stats`: what the dashboard (`/dashboard`) shows, as JSON — tasks
+//! by state, the latest finished tasks with their timings, cache hits by
+//! tier and LLM calls saved, and from the bridge's `/metrics` each lane's
+//! counters and each Kafka partition's lag. Counters count since the data
+//! was created; rates are the dashboard's differences between two reads.
+//! With `api_keys = "required"` it needs the admin token (it spans
+//! tenants).
+
+use aies_guest::{
+    arg, bearer_is, error, execute, hgetall, json, now_ms, redis, text, var, TaskRecord, DB_CACHE,
+    DB_TASKS, METRICS_KEY, RECENT_TASKS_KEY,
+};
+use anyhow::{Context, Result};
+use serde_json::{json as j, Map, Value};
+use spin_sdk::http::{Method, Request, Response};
+
+/// Finished tasks listed.
+const LATEST: i64 = 20;
+const PROMPT_SHOWN_CHARS: usize = 80;
+
+pub async fn stats(req: &Request) -> Response {
+    if var("api_keys").is_ok_and(|v| v.trim() == "required") {
+        match var("admin_token") {
+            Ok(token) if !token.is_empty() && bearer_is(req, &token) => {}
+            _ => return error(401, "with API keys on, /stats needs the admin token"),
+        }
+    }
+    let counters = match redis(DB_CACHE).and_then(|c| hgetall(&c, METRICS_KEY)) {
+        Ok(f) => f,
+        Err(e) => return error(503, format!("{e:#}")),
+    };
+    let counter = |name: &str| {
+        counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let latest = match latest_tasks() {
+        Ok(l) => l,
+        Err(e) => return error(503, format!("{e:#}")),
+    };
+    let (exact, semantic, misses, coalesced) = (
+        counter("cache_hits_exact"),
+        counter("cache_hits_semantic"),
+        counter("cache_misses"),
+        counter("cache_coalesced"),
+    );
+    let asked = exact + semantic + misses;
+    let ratio = |n: u64| {
+        if asked == 0 {
+            0.0
+        } else {
+            n as f64 / asked as f64
+        }
+    };
+    json(
+        200,
+        &j!({
+            "generated_ms": now_ms(),
+            "requests": counter("requests"),
+            "bad_requests": counter("bad_requests"),
+            "tasks": {
+                "PENDING": counter("tasks_pending"),
+                "STARTED": counter("tasks_started"),
+                "SUCCESS": counter("tasks_success"),
+                "FAILURE": counter("tasks_failure"),
+            },
+            "cache": {
+                "hits": {"exact": exact, "semantic": semantic},
+                "misses": misses,
+                "coalesced": coalesced,
+                "hit_ratio": {"exact": ratio(exact), "semantic": ratio(semantic), "all": ratio(exact + semantic)},
+                "llm_calls_saved": exact + semantic + coalesced,
+                "fills": counter("cache_fills"),
+            },
+            "latest": latest,
+            "kafka": kafka().await,
+        }),
+    )
+}
+
+fn latest_tasks() -> Result<Vec<Value>> {
+    let conn = redis(DB_TASKS)?;
+    let ids = execute(
+        &conn,
+        "LRANGE",
+        &[
+            arg(RECENT_TASKS_KEY),
+            arg("0"),
+            arg((LATEST - 1).to_string()),
+        ],
+    )?;
+    let mut out = Vec::new();
+    for id in ids.iter().filter_map(text) {
+        let record = TaskRecord::read(&conn, &id)?;
+        let Some(status) = record.get("status") else {
+            continue; // expired since
+        };
+        let ms = |field: &str| record.get(field).and_then(|v| v.parse::<u64>().ok());
+        let between = |from: Option<u64>, to: Option<u64>| match (from, to) {
+            (Some(a), Some(b)) if b >= a => Some(b - a),
+            _ => None,
+        };
+        let (created, started, finished) = (ms("created_ms"), ms("started_ms"), ms("finished_ms"));
+        let prompt: String = record
+            .get("prompt")
+            .unwrap_or_default()
+            .chars()
+            .take(PROMPT_SHOWN_CHARS)
+            .collect();
+        out.push(j!({
+            "task_id": id,
+            "status": status,
+            "tenant": record.get("tenant"),
+            "model": record.get("model"),
+            "prompt": prompt,
+            "finished_ms": finished,
+            "queued_ms": between(created, started),
+            "run_ms": between(started, finished),
+            "total_ms": between(created, finished),
+        }));
+    }
+    Ok(out)
+}
+
+/// The bridge's lanes and partitions, read from its `/metrics`.
+async fn kafka() -> Value {
+    match bridge_metrics().await {
+        Ok(text) => lanes(&text),
+        Err(e) => j!({"available": false, "error": format!("{e:#}")}),
+    }
+}
+
+async fn bridge_metrics() -> Result<String> {
+    let url = format!("{}/metrics", var("bridge_url")?);
+    let req = Request::builder().method(Method::Get).uri(&url).build();
+    let resp: Response = spin_sdk::http::send(req)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(*resp.status() == 200, "GET {url}: status {}", resp.status());
+    Ok(String::from_utf8_lossy(resp.body()).into_owned())
+}
+
+/// Samples of the bridge's metrics a lane shows, by their names there.
+const LANE_SAMPLES: &[(&str, &str)] = &[
+    ("aies_bridge_events_consumed_total", "consumed"),
+    ("aies_bridge_events_succeeded_total", "succeeded"),
+    ("aies_bridge_events_retried_total", "retried"),
+    ("aies_bridge_events_dead_lettered_total", "dead_lettered"),
+    ("aies_bridge_events_in_flight", "in_flight"),
+    ("aies_bridge_events_in_flight_limit", "in_flight_limit"),
+];
+
+/// `{"available", "lanes": {lane: {consumed, ...}}, "partitions": [...]}`
+/// from OpenMetrics text (`name{label="v",...} value` lines).
+fn lanes(text: &str) -> Value {
+    let mut lanes = Map::new();
+    let mut partitions = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let label = |key: &str| {
+            labels.split(',').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k == key).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        let Some(lane) = label("lane") else { continue };
+        if name == "aies_bridge_partition_lag" {
+            let partition = label("partition").and_then(|p| p.parse::<i64>().ok());
+            partitions.push(j!({"lane": lane, "partition": partition, "lag": value}));
+        } else if let Some((_, key)) = LANE_SAMPLES.iter().find(|(n, _)| *n == name) {
+            let entry = lanes.entry(lane).or_insert_with(|| j!({}));
+            entry[*key] = j!(value);
+        }
+    }
+    // A counter the bridge never moved is not in its output: it is 0.
+    for lane in lanes.values_mut() {
+        for (_, key) in LANE_SAMPLES {
+            if lane.get(*key).is_none() {
+                lane[*key] = j!(0.0);
+            }
+        }
+    }
+    partitions.sort_by_key(|p| {
+        (
+            p["lane"].as_str().map(String::from),
+            p["partition"].as_i64(),
+        )
+    });
+    j!({"available": true, "lanes": lanes, "partitions": partitions})
+}
