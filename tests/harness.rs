@@ -397,6 +397,8 @@ pub struct System {
     pub http: SocketAddr,
     /// The first bridge's HTTP side (`/enqueue`, `/metrics`).
     pub bridge_http: SocketAddr,
+    /// The host's own metrics listener.
+    pub host_metrics: SocketAddr,
     pub client: reqwest::Client,
     /// The first bridge's settings, for starting more members of its group.
     pub bridge_config: BridgeConfig,
@@ -436,6 +438,7 @@ impl System {
             host_config.outbound_timeout = t;
         }
         host_config.variables = options.variables;
+        host_config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         for (k, v) in [
             ("redis_port", redis.port.to_string()),
             ("bridge_url", format!("http://{bridge_http}")),
@@ -447,6 +450,7 @@ impl System {
             .await
             .expect("host starts");
         let http = server.local_addr();
+        let host_metrics = server.metrics_addr().expect("host metrics listen");
         let invoke_url = format!("http://{http}/invoke");
         bridge.set_invoke_url(invoke_url.clone());
         bridge_config.invoke_url = invoke_url;
@@ -460,6 +464,7 @@ impl System {
             topics,
             http,
             bridge_http,
+            host_metrics,
             client: reqwest::Client::new(),
             bridge_config,
             bridges: Vec::new(),

@@ -48,6 +48,8 @@ pub struct HostConfig {
     pub outbound_timeout: Duration,
     /// Linear memory one component instance may grow to.
     pub max_memory_bytes: usize,
+    /// Where to serve the host's own metrics (`GET /metrics`); none: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl HostConfig {
@@ -60,6 +62,7 @@ impl HostConfig {
             request_timeout: Duration::from_secs(120),
             outbound_timeout: Duration::from_secs(60),
             max_memory_bytes: 128 << 20,
+            metrics_listen: None,
         }
     }
 }

@@ -19,6 +19,7 @@ mod bindings;
 mod connections;
 pub mod llm;
 pub mod manifest;
+pub mod metrics;
 mod outbound_http;
 mod redis;
 mod redis_trigger;

@@ -25,6 +25,10 @@ struct Args {
     /// Seconds a component may take for one request before it is stopped.
     #[arg(long, default_value_t = 120)]
     request_timeout_secs: u64,
+    /// Serve the host's metrics (per-route latency histograms) at
+    /// `http://<this>/metrics`.
+    #[arg(long, env = "AIES_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -50,6 +54,7 @@ async fn serve() -> Result<()> {
     config.variables = args.variables.into_iter().collect();
     config.model_dir = args.model_dir;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
+    config.metrics_listen = args.metrics_listen;
     let server = aies_host::Server::bind(&config, args.listen)
         .await
         .with_context(|| format!("starting {}", args.manifest.display()))?;
@@ -59,6 +64,9 @@ async fn serve() -> Result<()> {
         components = %app.component_names().collect::<Vec<_>>().join(", "),
         "serving on http://{}", server.local_addr()
     );
+    if let Some(addr) = server.metrics_addr() {
+        tracing::info!("host metrics on http://{addr}/metrics");
+    }
     server.run(shutdown_signal()).await
 }
 

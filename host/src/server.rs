@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::app::{App, HostConfig};
+use crate::metrics::{Metrics, ROUTE_HEADER};
 
 /// Largest request body passed to a component.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -25,14 +26,33 @@ const MAX_CONCURRENT_REQUESTS: usize = 1000;
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
-    /// Loads the application and binds `addr` (port 0 picks a free port).
+    /// Loads the application and binds `addr` (port 0 picks a free port),
+    /// and `config.metrics_listen` if set.
     pub async fn bind(config: &HostConfig, addr: SocketAddr) -> Result<Self> {
         let app = App::load(config)?;
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { app, listener })
+        let metrics_listener = match config.metrics_listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        Ok(Self {
+            app,
+            listener,
+            metrics: Arc::new(Metrics::default()),
+            metrics_listener,
+        })
+    }
+
+    /// Where the host's metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -49,6 +69,9 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
         let redis_trigger = tokio::spawn(crate::redis_trigger::run(self.app.clone()));
+        let metrics_server = self
+            .metrics_listener
+            .map(|l| tokio::spawn(serve_metrics(l, self.metrics.clone())));
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -68,13 +91,15 @@ impl Server {
             }
             let app = self.app.clone();
             let slots = slots.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let app = app.clone();
                     let slots = slots.clone();
+                    let metrics = metrics.clone();
                     async move {
                         let _slot = slots.acquire_owned().await;
-                        Ok::<_, std::convert::Infallible>(handle(&app, client, req).await)
+                        Ok::<_, std::convert::Infallible>(handle(&app, &metrics, client, req).await)
                     }
                 });
                 if let Err(e) = http1::Builder::new()
@@ -87,6 +112,9 @@ impl Server {
             });
         }
         redis_trigger.abort();
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
         tracing::info!("HTTP trigger stopped");
         Ok(())
     }
@@ -105,15 +133,44 @@ fn plain(status: u16, message: &str) -> hyper::Response<HyperOutgoingBody> {
         .expect("static response is valid")
 }
 
+/// `GET /metrics` (any path) on the metrics listener.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_req| {
+                let text = metrics.encode();
+                async move {
+                    hyper::Response::builder()
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(Bytes::from(text)))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn handle(
     app: &Arc<App>,
+    metrics: &Metrics,
     client: SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<HyperOutgoingBody> {
     let started = Instant::now();
+    let _in_flight = metrics.started();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let Some((index, matched)) = app.route(&path) else {
+        metrics.observe("-", "unmatched", &method, 404, started.elapsed());
         return plain(404, "no route");
     };
     let component = app.component_name(index).to_string();
@@ -124,6 +181,7 @@ async fn handle(
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > MAX_REQUEST_BODY);
     if too_big {
+        metrics.observe(&component, &matched, &method, 413, started.elapsed());
         return plain(
             413,
             &format!("request body is larger than {MAX_REQUEST_BODY} bytes"),
@@ -138,6 +196,7 @@ async fn handle(
         .unwrap_or("localhost")
         .to_string();
     let full_url = format!("http://{host}{}", parts.uri);
+    let matched_route = matched.clone();
     for (name, value) in [
         ("spin-full-url", full_url),
         ("spin-matched-route", matched),
@@ -153,14 +212,22 @@ async fn handle(
     let req = hyper::Request::from_parts(parts, body);
 
     match app.invoke(index, req, false).await {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            let route = resp
+                .headers_mut()
+                .remove(ROUTE_HEADER)
+                .and_then(|v| v.to_str().ok().map(str::to_string))
+                .unwrap_or(matched_route);
+            let status = resp.status().as_u16();
+            metrics.observe(&component, &route, &method, status, started.elapsed());
             tracing::debug!(
-                %method, %path, component = %component, status = resp.status().as_u16(),
+                %method, %path, component = %component, status,
                 ms = started.elapsed().as_millis() as u64, "request"
             );
             resp
         }
         Err(e) => {
+            metrics.observe(&component, &matched_route, &method, 500, started.elapsed());
             tracing::error!(%method, %path, component = %component, "component failed: {e:#}");
             plain(500, &format!("component `{component}` failed"))
         }

@@ -365,3 +365,82 @@ async fn task_events_stream_each_state_change() {
         assert_eq!(resp.status(), 404, "{path} as {tenant}");
     }
 }
+
+/// `aies_host_http_request_duration_seconds{component, route, method,
+/// status}` count of one series, 0 when absent.
+fn request_count(metrics: &str, labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "aies_host_http_request_duration_seconds_count{{{labels}}} "
+            ))
+        })
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_times_each_route_with_bounded_labels() {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("host-metrics").llm(&fake, "openai")).await;
+    let (status, body) = system.process("What is a quark?", None).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["task_id"].as_str().unwrap();
+    system.finished(id, None).await;
+    for _ in 0..3 {
+        let unknown = uuid::Uuid::new_v4();
+        let resp = system
+            .client
+            .get(system.url(&format!("/task/{unknown}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(
+            resp.headers().get("aies-route").is_none(),
+            "the host removes it"
+        );
+    }
+    for path in ["/health", "/docs"] {
+        let resp = system.client.get(system.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    let metrics = system
+        .client
+        .get(format!("http://{}/metrics", system.host_metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &str| request_count(&metrics, labels);
+    assert_eq!(
+        count(r#"component="ingest",route="/process",method="POST",status="2xx""#),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"component="ingest",route="/task/{id}",method="GET",status="4xx""#),
+        3,
+        "three ids, one label: {metrics}"
+    );
+    assert_eq!(
+        count(r#"component="ingest",route="/health",method="GET",status="2xx""#),
+        1
+    );
+    // No route header from web: the manifest's route names it.
+    assert_eq!(
+        count(r#"component="web",route="/docs/...",method="GET",status="2xx""#),
+        1
+    );
+    // The bridge's invocations are timed too.
+    assert!(metrics.contains(r#"component="llm-invoke""#), "{metrics}");
+    assert!(!metrics.contains(id), "no task ids in labels");
+    assert!(
+        metrics.contains("aies_host_http_requests_in_flight"),
+        "{metrics}"
+    );
+}

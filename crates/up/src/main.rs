@@ -45,6 +45,9 @@ struct Args {
     /// The bridge's enqueue endpoint and metrics.
     #[arg(long, env = "AIES_BRIDGE_LISTEN", default_value = "127.0.0.1:3100")]
     bridge_listen: SocketAddr,
+    /// The host's own metrics (per-route latency histograms).
+    #[arg(long, env = "AIES_METRICS_LISTEN", default_value = "127.0.0.1:3001")]
+    metrics_listen: SocketAddr,
     #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1")]
     redis_host: String,
     #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
@@ -240,7 +243,12 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         Some(args.listen),
         Duration::from_secs(15),
     )
-    .args(["--listen", &args.listen.to_string(), "--manifest"])
+    .args(["--listen", &args.listen.to_string()])
+    .args([
+        "--metrics-listen",
+        &args.metrics_listen.to_string(),
+        "--manifest",
+    ])
     .arg(&args.manifest)
     .env("SPIN_VARIABLE_REDIS_HOST", &args.redis_host)
     .env("SPIN_VARIABLE_REDIS_PORT", args.redis_port.to_string())
@@ -329,7 +337,7 @@ fn banner(args: &Args, pid: u32) {
     } else {
         "OFF (local default: x-tenant-id names the tenant; SPIN_VARIABLE_API_KEYS=required to require keys)"
     };
-    let (listen, bridge) = (args.listen, args.bridge_listen);
+    let (listen, bridge, metrics) = (args.listen, args.bridge_listen, args.metrics_listen);
     println!(
         "
   AI-EventStream is up
@@ -341,6 +349,8 @@ fn banner(args: &Args, pid: u32) {
   Redis      {}:{} (data in {}/redis)
   Kafka      {} (lanes datos_api and datos_crudos; results datos_procesados; dead letters datos_crudos_dlq)
   Bridge     http://{bridge}   (GET /metrics)
+  Dashboard  http://{listen}/dashboard   API docs http://{listen}/docs
+  Host       http://{metrics}/metrics   (latency per route)
   Logs       {}/logs/
 
   Try: curl -s -XPOST http://{listen}/process -H 'content-type: application/json' \\
