@@ -30,6 +30,8 @@ struct Shared {
     delay_ms: AtomicU64,
     /// When not 0, every call answers this status (an outage).
     fail_always: std::sync::atomic::AtomicU16,
+    /// The `traceparent` header of every OpenAI generation request.
+    traceparents: Mutex<Vec<String>>,
 }
 
 pub struct FakeLlm {
@@ -78,6 +80,11 @@ impl FakeLlm {
     }
 
     /// Every answer takes `delay`, as a real model's generation would.
+    /// The `traceparent` headers OpenAI-format generation requests came with.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.shared.traceparents.lock().unwrap().clone()
+    }
+
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.shared
             .delay_ms
@@ -137,6 +144,9 @@ async fn openai(
             .into_response()
     };
     let overloaded = json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}});
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        shared.traceparents.lock().unwrap().push(tp.to_string());
+    }
     if let Some(r) = scheduled_failure(&shared, overloaded) {
         return r;
     }

@@ -3,7 +3,7 @@
 //! acknowledged the event (`acks=all`). Events go to the API lane
 //! (`datos_api`), never behind the batch lane's backlog.
 
-use aies_contract::{valid_task_id, ErrorBody, RawEvent, MAX_PROMPT_CHARS};
+use aies_contract::{valid_task_id, ErrorBody, RawEvent, TraceParent, MAX_PROMPT_CHARS};
 use anyhow::Result;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -92,11 +93,29 @@ async fn enqueue(State(ctx): State<Ctx>, body: Result<Json<RawEvent>, JsonReject
         Ok(p) => p,
         Err(e) => return reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let record = FutureRecord::to(&ctx.topic).key(&task_id).payload(&payload);
+    let mut record = FutureRecord::to(&ctx.topic).key(&task_id).payload(&payload);
+    // The request's trace goes along as the W3C header Kafka clients read.
+    if let Some(tp) = event
+        .traceparent
+        .as_deref()
+        .filter(|t| TraceParent::parse(t).is_some())
+    {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: crate::relay::TRACEPARENT,
+            value: Some(tp),
+        }));
+    }
     match ctx.producer.send(record, Duration::from_secs(10)).await {
         Ok(delivery) => {
+            let trace_id = event
+                .traceparent
+                .as_deref()
+                .and_then(TraceParent::parse)
+                .map(|t| t.trace_id)
+                .unwrap_or_default();
             tracing::info!(
                 task_id,
+                trace_id,
                 partition = delivery.partition,
                 offset = delivery.offset,
                 "enqueued"

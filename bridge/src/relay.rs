@@ -17,7 +17,7 @@
 //!   consumer.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, InvokeRequest, RawEvent, TaskResult, DEFAULT_TENANT,
+    valid_task_id, valid_tenant, InvokeRequest, RawEvent, TaskResult, TraceParent, DEFAULT_TENANT,
     MAX_PROMPT_CHARS,
 };
 use anyhow::{anyhow, bail, Context, Result};
@@ -304,7 +304,8 @@ impl Relay {
             lane,
             partition,
             offset,
-            task_id = tracing::field::Empty
+            task_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty
         );
         tokio::spawn(
             async move {
@@ -359,6 +360,10 @@ impl Relay {
         limit: &Limit,
         message: &OwnedMessage,
     ) -> Result<()> {
+        // The event's span: a child of the producer's `traceparent` (the
+        // Kafka header, else the event's field), or a new trace.
+        let trace = event_span(message);
+        tracing::Span::current().record("trace_id", &trace.trace_id);
         let event = match parse(message) {
             Ok(e) => e,
             Err(e) => return self.dead_letter(lane, message, &format!("{e:#}")).await,
@@ -379,6 +384,7 @@ impl Relay {
             use_cache: event.use_cache,
             generation: event.generation,
             final_attempt: false,
+            traceparent: Some(trace.header()),
         };
         let label = Metrics::lane(lane);
         let attempts = self.config.max_attempts.max(1);
@@ -394,7 +400,7 @@ impl Relay {
                 .observe(started.elapsed().as_secs_f64());
             let e = match outcome {
                 Ok(result) if result.status.is_final() => {
-                    self.publish_result(&result).await?;
+                    self.publish_result(&result, &trace).await?;
                     self.metrics.succeeded.get_or_create(&label).inc();
                     return Ok(());
                 }
@@ -499,13 +505,18 @@ impl Relay {
         }
     }
 
-    async fn publish_result(&self, result: &TaskResult) -> Result<()> {
+    async fn publish_result(&self, result: &TaskResult, trace: &TraceParent) -> Result<()> {
         let payload = serde_json::to_vec(result)?;
         let topic = &self.config.result_topic;
+        let traceparent = trace.header();
         self.produce(&format!("the result to {topic}"), || {
             FutureRecord::to(topic)
                 .key(result.task_id.as_bytes())
                 .payload(&payload[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: TRACEPARENT,
+                    value: Some(&traceparent),
+                }))
         })
         .await?;
         tracing::info!(task_id = %result.task_id, status = ?result.status, "result published");
@@ -637,6 +648,25 @@ pub(crate) fn header<'a, M: Message>(message: &'a M, key: &str) -> Option<&'a st
         .iter()
         .find(|h| h.key == key)
         .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// The W3C trace context header, on events and results.
+pub(crate) const TRACEPARENT: &str = "traceparent";
+
+/// A new span for an event: in the trace its producer named (the
+/// `traceparent` header, else the payload's field), or in a new trace.
+fn event_span(message: &OwnedMessage) -> TraceParent {
+    let from_payload = || {
+        let payload = message.payload()?;
+        let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        value.get(TRACEPARENT)?.as_str().map(str::to_string)
+    };
+    let parent = header(message, TRACEPARENT)
+        .map(str::to_string)
+        .filter(|h| TraceParent::parse(h).is_some())
+        .or_else(from_payload);
+    let id = uuid::Uuid::new_v4().as_u128();
+    TraceParent::continue_or_start(parent.as_deref(), id, id as u64 ^ (id >> 64) as u64)
 }
 
 fn parse(message: &OwnedMessage) -> Result<RawEvent> {

@@ -169,6 +169,14 @@ async fn handle(
     let _in_flight = metrics.started();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The W3C trace the request belongs to, for its log lines.
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(aies_contract::TraceParent::parse)
+        .map(|t| t.trace_id)
+        .unwrap_or_default();
     let Some((index, matched)) = app.route(&path) else {
         metrics.observe("-", "unmatched", &method, 404, started.elapsed());
         return plain(404, "no route");
@@ -221,14 +229,14 @@ async fn handle(
             let status = resp.status().as_u16();
             metrics.observe(&component, &route, &method, status, started.elapsed());
             tracing::debug!(
-                %method, %path, component = %component, status,
+                %method, %path, component = %component, status, trace_id,
                 ms = started.elapsed().as_millis() as u64, "request"
             );
             resp
         }
         Err(e) => {
             metrics.observe(&component, &matched_route, &method, 500, started.elapsed());
-            tracing::error!(%method, %path, component = %component, "component failed: {e:#}");
+            tracing::error!(%method, %path, component = %component, trace_id, "component failed: {e:#}");
             plain(500, &format!("component `{component}` failed"))
         }
     }

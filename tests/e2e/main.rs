@@ -20,6 +20,7 @@ mod produce;
 mod providers;
 mod redis_trigger;
 mod task_wait;
+mod traces;
 mod up;
 mod wasm;
 

@@ -28,6 +28,7 @@ use spin_sdk::redis_component;
 async fn on_message(message: Vec<u8>) -> Result<()> {
     let notice: CompletionNotice =
         serde_json::from_slice(&message).context("completion notice is not valid JSON")?;
+    aies_guest::start_trace(notice.traceparent.as_deref());
     if !notice.fill_cache {
         return Ok(());
     }
@@ -43,7 +44,7 @@ async fn on_message(message: Vec<u8>) -> Result<()> {
     // Cleared either way: a fill that failed leaves the cache as it was,
     // and the next ask of the prompt starts a task of its own.
     if let Err(e) = release_inflight(&notice.task_id, &notice.tenant, &notice.scope, &prompt) {
-        eprintln!(
+        aies_guest::log!(
             "task {}: in-flight marker not cleared: {e:#}",
             notice.task_id
         );

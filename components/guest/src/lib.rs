@@ -93,6 +93,57 @@ return 0"#;
     Ok(())
 }
 
+std::thread_local! {
+    /// The trace of the request this instance serves (one per request).
+    static TRACE: std::cell::RefCell<Option<aies_contract::TraceParent>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts this request's span: continues the trace of its `traceparent`
+/// header, or starts one; log lines ([`log!`]) then carry its trace id.
+pub fn start_trace(header: Option<&str>) -> aies_contract::TraceParent {
+    let trace = new_span(header);
+    TRACE.with(|t| *t.borrow_mut() = Some(trace.clone()));
+    trace
+}
+
+/// A new span in `header`'s trace (a new trace when there is none).
+pub fn new_span(header: Option<&str>) -> aies_contract::TraceParent {
+    let (trace, span) = uuid::Uuid::new_v4().as_u64_pair();
+    let (more, _) = uuid::Uuid::new_v4().as_u64_pair();
+    aies_contract::TraceParent::continue_or_start(
+        header,
+        (u128::from(trace) << 64) | u128::from(more),
+        span,
+    )
+}
+
+/// The `traceparent` of this request's span, to hand on.
+pub fn current_trace() -> Option<String> {
+    TRACE.with(|t| t.borrow().as_ref().map(|t| t.header()))
+}
+
+/// A log line on stderr, with the trace id of `trace` (a `traceparent`), or
+/// of this request's span.
+pub fn log_line(trace: Option<&str>, args: std::fmt::Arguments) {
+    let id = match trace.and_then(aies_contract::TraceParent::parse) {
+        Some(t) => Some(t.trace_id),
+        None => TRACE.with(|t| t.borrow().as_ref().map(|t| t.trace_id.clone())),
+    };
+    match id {
+        Some(id) => eprintln!("trace_id={id} {args}"),
+        None => eprintln!("{args}"),
+    }
+}
+
+/// `eprintln!` with this request's trace id.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::log_line(None, format_args!($($arg)*))
+    };
+}
+
 /// The first `bytes` bytes of the text's SHA-256, in hex.
 pub fn hex(text: &str, bytes: usize) -> String {
     use sha2::{Digest, Sha256};
@@ -263,7 +314,7 @@ pub fn count_by(field: &str, n: i64) {
         )
     });
     if let Err(e) = result {
-        eprintln!("metrics: {e:#}");
+        crate::log!("metrics: {e:#}");
     }
 }
 

@@ -23,10 +23,10 @@ pub async fn respond(out: ResponseOutparam, mut resp: Response) {
     match OutgoingResponse::try_from(resp) {
         Ok(outgoing) => {
             if let Err(e) = out.set_with_body(outgoing, body).await {
-                eprintln!("response not sent: {e}");
+                aies_guest::log!("response not sent: {e}");
             }
         }
-        Err(e) => eprintln!("response not converted: {e}"),
+        Err(e) => aies_guest::log!("response not converted: {e}"),
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn once(req: &Request, tenant: &str, work: impl Future<Output = Respon
         forget(&record)
     };
     if let Err(e) = kept {
-        eprintln!("Idempotency-Key answer not kept: {e:#}");
+        aies_guest::log!("Idempotency-Key answer not kept: {e:#}");
     }
     resp
 }

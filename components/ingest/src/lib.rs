@@ -56,6 +56,7 @@ const ROUTE_HEADER: &str = "aies-route";
 
 #[http_component]
 async fn handle(req: Request, out: ResponseOutparam) {
+    aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
     let path = req.path().to_string();
     let (route, mut resp) = match (req.method(), path.as_str()) {
         (Method::Post, "/process") => ("/process", process(req).await),
@@ -244,7 +245,7 @@ async fn answer(body: ProcessRequest, tenant: &str) -> (u16, serde_json::Value) 
             }
             // The cache is an optimisation: when it fails, process anyway.
             Err(e) => {
-                eprintln!("cache lookup failed, treating as a miss: {e:#}");
+                aies_guest::log!("cache lookup failed, treating as a miss: {e:#}");
                 count("cache_errors");
             }
         }
@@ -261,26 +262,26 @@ async fn answer(body: ProcessRequest, tenant: &str) -> (u16, serde_json::Value) 
             }
             Ok(None) => {}
             // Coalescing saves calls; without it the prompt is still answered.
-            Err(e) => eprintln!("coalescing skipped: {e:#}"),
+            Err(e) => aies_guest::log!("coalescing skipped: {e:#}"),
         }
     }
     if let Some(v) = vector {
         // Saves cache-fill from embedding the prompt again.
         if let Err(e) = stash_vector(&task_id, &v) {
-            eprintln!("vector of {task_id} not kept for the cache fill: {e:#}");
+            aies_guest::log!("vector of {task_id} not kept for the cache fill: {e:#}");
         }
     }
     let (prompt, use_cache) = (body.prompt.clone(), body.use_cache);
     let enqueued = enqueue(&task_id, body, tenant.to_string()).await;
     if enqueued.is_err() && use_cache {
         if let Err(e) = release_inflight(&task_id, tenant, &scope, &prompt) {
-            eprintln!("in-flight marker of {task_id} not cleared: {e:#}");
+            aies_guest::log!("in-flight marker of {task_id} not cleared: {e:#}");
         }
     }
     match enqueued {
         Ok(()) => (202, j!({"task_id": task_id, "status": "PENDING"})),
         Err(Enqueue::NotRecorded(e)) => {
-            eprintln!("task not recorded: {e:#}");
+            aies_guest::log!("task not recorded: {e:#}");
             (
                 503,
                 j!({ "error": format!("could not record the task: {e:#}") }),
@@ -288,7 +289,7 @@ async fn answer(body: ProcessRequest, tenant: &str) -> (u16, serde_json::Value) 
         }
         // The task exists, as FAILURE: give its id, so it can be looked up.
         Err(Enqueue::Refused(e)) => {
-            eprintln!("enqueue failed: {e:#}");
+            aies_guest::log!("enqueue failed: {e:#}");
             (
                 503,
                 j!({
@@ -430,6 +431,7 @@ async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Result<
         tenant: Some(tenant),
         use_cache: body.use_cache,
         metadata: body.metadata,
+        traceparent: aies_guest::current_trace(),
     };
     if let Err(e) = call::<_, serde_json::Value>(&url, &event).await {
         let msg = format!("could not enqueue: {e:#}");

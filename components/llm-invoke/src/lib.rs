@@ -38,6 +38,7 @@ use std::time::Duration;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
+    aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
     let batch = match (req.method(), req.path()) {
         (Method::Post, "/invoke") => false,
         (Method::Post, "/invoke/batch") => true,
@@ -120,10 +121,13 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
     }
     count_by("tasks_started", run.len() as i64);
 
-    let generated = join_all(
-        run.iter()
-            .map(|&i| generate(&events[i].prompt, &events[i].generation)),
-    )
+    let generated = join_all(run.iter().map(|&i| {
+        generate(
+            &events[i].prompt,
+            &events[i].generation,
+            events[i].traceparent.as_deref(),
+        )
+    }))
     .await;
     let model = llm_model_id()?;
     let (mut items, mut stored_at) = (Vec::new(), Vec::new());
@@ -150,6 +154,7 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
             use_cache: req.use_cache,
             scope: scope_id(&model, &req.generation),
             outcome,
+            traceparent: req.traceparent.clone(),
         });
     }
     if !items.is_empty() {
@@ -183,16 +188,23 @@ fn permanent(e: anyhow::Error) -> Failure {
     Failure::Permanent(e)
 }
 
-async fn generate(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
+/// One event's LLM call, in a span of the event's trace (`traceparent`),
+/// which the provider gets as `traceparent` too.
+async fn generate(
+    prompt: &str,
+    generation: &Generation,
+    trace: Option<&str>,
+) -> Result<(String, String), Failure> {
     // Third-party events are checked here (the API checks its own).
     if let Some(problem) = generation.problem() {
         return Err(permanent(anyhow!(problem)));
     }
     let provider = llm_provider().map_err(permanent)?;
+    let span = aies_guest::new_span(trace).header();
     match provider.as_str() {
         "offline" => Ok((offline_answer(prompt), OFFLINE_MODEL.to_string())),
-        "gemini" => gemini(prompt, generation).await,
-        "openai" => openai(prompt, generation).await,
+        "gemini" => gemini(prompt, generation, &span).await,
+        "openai" => openai(prompt, generation, &span).await,
         other => Err(permanent(anyhow!(
             "unknown llm_provider {other:?}: use auto, offline, gemini or openai"
         ))),
@@ -210,7 +222,11 @@ fn offline_answer(prompt: &str) -> String {
     )
 }
 
-async fn gemini(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
+async fn gemini(
+    prompt: &str,
+    generation: &Generation,
+    span: &str,
+) -> Result<(String, String), Failure> {
     let model = var("gemini_model").map_err(permanent)?;
     let key = var("google_api_key").map_err(permanent)?;
     if key.is_empty() {
@@ -236,7 +252,8 @@ async fn gemini(prompt: &str, generation: &Generation) -> Result<(String, String
     if !config.is_empty() {
         body["generationConfig"] = Value::Object(config);
     }
-    let answer = post_with_retries(&url, &[("x-goog-api-key", &key)], &body).await?;
+    let headers = [("x-goog-api-key", key.as_str()), ("traceparent", span)];
+    let answer = post_with_retries(&url, &headers, &body).await?;
     let parts = answer["candidates"][0]["content"]["parts"]
         .as_array()
         .ok_or_else(|| permanent(anyhow!("Gemini answer has no candidates[0].content.parts")))?;
@@ -244,7 +261,11 @@ async fn gemini(prompt: &str, generation: &Generation) -> Result<(String, String
     Ok((text, format!("gemini:{model}")))
 }
 
-async fn openai(prompt: &str, generation: &Generation) -> Result<(String, String), Failure> {
+async fn openai(
+    prompt: &str,
+    generation: &Generation,
+    span: &str,
+) -> Result<(String, String), Failure> {
     let model = var("openai_model").map_err(permanent)?;
     let key = var("openai_api_key").map_err(permanent)?;
     let url = format!(
@@ -252,11 +273,10 @@ async fn openai(prompt: &str, generation: &Generation) -> Result<(String, String
         var("openai_base_url").map_err(permanent)?
     );
     let auth = format!("Bearer {key}");
-    let headers: &[(&str, &str)] = if key.is_empty() {
-        &[]
-    } else {
-        &[("authorization", &auth)]
-    };
+    let mut headers = vec![("traceparent", span)];
+    if !key.is_empty() {
+        headers.push(("authorization", &auth));
+    }
     let mut messages = Vec::new();
     if let Some(system) = &generation.system {
         messages.push(j!({"role": "system", "content": system}));
@@ -269,7 +289,7 @@ async fn openai(prompt: &str, generation: &Generation) -> Result<(String, String
     if let Some(n) = generation.max_tokens {
         body["max_tokens"] = j!(n);
     }
-    let answer = post_with_retries(&url, headers, &body).await?;
+    let answer = post_with_retries(&url, &headers, &body).await?;
     let text = answer["choices"][0]["message"]["content"]
         .as_str()
         .ok_or_else(|| permanent(anyhow!("answer has no choices[0].message.content")))?;
@@ -299,9 +319,16 @@ async fn post_with_retries(
             ));
         }
         let wait = backoff(attempt, base_ms, retry_after);
-        eprintln!(
-            "LLM call failed ({err:#}); retry {} in {wait:?}",
-            attempt + 1
+        let trace = headers
+            .iter()
+            .find(|(k, _)| *k == "traceparent")
+            .map(|(_, v)| *v);
+        aies_guest::log_line(
+            trace,
+            format_args!(
+                "LLM call failed ({err:#}); retry {} in {wait:?}",
+                attempt + 1
+            ),
         );
         sleep(wait).await;
         attempt += 1;

@@ -117,6 +117,7 @@ fn store_all(items: Vec<StoreRequest>) -> Result<Vec<BatchAnswer>> {
             tenant: req.tenant.clone(),
             scope: req.scope.clone(),
             fill_cache: req.use_cache && *status == TaskStatus::Success,
+            traceparent: req.traceparent.clone(),
         });
         fresh.push(*req);
     }
@@ -128,13 +129,16 @@ fn store_all(items: Vec<StoreRequest>) -> Result<Vec<BatchAnswer>> {
     count_by("tasks_failure", notices.len() as i64 - successes);
 
     let listeners = publish(&conn, &notices).unwrap_or_else(|e| {
-        eprintln!("completion notices failed: {e:#}");
+        aies_guest::log!("completion notices failed: {e:#}");
         vec![0; notices.len()]
     });
     for ((req, notice), listeners) in fresh.iter().zip(&notices).zip(listeners) {
         if req.use_cache && (!notice.fill_cache || listeners == 0) {
             if let Err(e) = release_inflight(&req.task_id, &req.tenant, &req.scope, &req.prompt) {
-                eprintln!("task {}: in-flight marker not cleared: {e:#}", req.task_id);
+                aies_guest::log_line(
+                    req.traceparent.as_deref(),
+                    format_args!("task {}: in-flight marker not cleared: {e:#}", req.task_id),
+                );
             }
         }
     }
