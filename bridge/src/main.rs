@@ -28,7 +28,11 @@ enum Command {
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colours only on a terminal: `make up` writes the logs to files.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
     let cli = Cli::parse();
     if let Some(Command::ReplayDlq(args)) = &cli.command {
         let summary = aies_bridge::replay::replay(&cli.config, args).await?;

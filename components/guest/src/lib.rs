@@ -454,7 +454,6 @@ if redis.call('HEXISTS', key, 'finished_at') == 1 then
 else
   redis.call('HSET', key, 'updated_at', now, unpack(fields))
   redis.call('HSETNX', key, 'created_at', now)
-  redis.call('HSETNX', key, 'created_ms', now_ms)
   redis.call('HSETNX', key, 'started_ms', now_ms)
   redis.call('EXPIRE', key, ttl)
   out[i] = 1

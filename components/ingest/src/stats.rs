@@ -4,7 +4,9 @@
 //! counters and each Kafka partition's lag. Counters count since the data
 //! was created; rates are the dashboard's differences between two reads.
 //! With `api_keys = "required"` it needs the admin token (it spans
-//! tenants).
+//! tenants). Queue and total times are known for API tasks (ingest notes
+//! when it made them); a third-party event's start is when llm-invoke took
+//! it, so only its run time is shown.
 
 use aies_guest::{
     arg, bearer_is, error, execute, hgetall, json, now_ms, redis, text, var, TaskRecord, DB_CACHE,
