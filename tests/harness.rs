@@ -545,6 +545,12 @@ impl System {
             .await
     }
 
+    /// `GET path`: status and JSON answer.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
     pub async fn task(&self, id: &str, tenant: Option<&str>) -> (u16, serde_json::Value) {
         let mut req = self.client.get(self.url(&format!("/task/{id}")));
         if let Some(t) = tenant {

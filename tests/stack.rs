@@ -148,6 +148,8 @@ pub struct Setup {
     llm_url: String,
     /// Bridge settings for this test (environment variables).
     pub bridge_env: Vec<(String, String)>,
+    /// The host's environment variables for this test.
+    pub host_env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -163,6 +165,7 @@ impl Setup {
             // The bridge's own session timeout (10 s): Tansu evicts live
             // members with 6 s or less (NOTES.md).
             bridge_env: vec![("AIES_RETRY_BACKOFF_MS".into(), "100".into())],
+            host_env: Vec::new(),
         }
     }
 
@@ -238,7 +241,9 @@ impl Setup {
         ] {
             cmd.arg("--variable").arg(format!("{k}={v}"));
         }
-        cmd.stdout(self.log("host")).stderr(self.log("host"));
+        cmd.envs(self.host_env.iter().map(|(k, v)| (k, v)))
+            .stdout(self.log("host"))
+            .stderr(self.log("host"));
         let host = Proc::spawn("host", &mut cmd);
         if !listening(self.ports.http, Duration::from_secs(120)).await {
             panic!("aies-host did not listen:\n{}", self.log_text("host"));

@@ -24,16 +24,14 @@ enum Command {
     Produce(aies_bridge::produce::ProduceArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: `make up` writes the logs to files.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    let cli = Cli::parse();
+fn main() -> Result<()> {
+    // Before the runtime: the OTLP exporter's blocking client (when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set) cannot be made inside one.
+    let _telemetry = aies_telemetry::init("aies-bridge", "info");
+    tokio::runtime::Runtime::new()?.block_on(run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     if let Some(Command::ReplayDlq(args)) = &cli.command {
         let summary = aies_bridge::replay::replay(&cli.config, args).await?;
         let verb = if args.dry_run {

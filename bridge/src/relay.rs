@@ -301,12 +301,15 @@ impl Relay {
         let relay = self.clone();
         let span = tracing::info_span!(
             "event",
+            otel.name = %format!("process {}", message.topic()),
+            otel.kind = "consumer",
             lane,
             partition,
             offset,
             task_id = tracing::field::Empty,
             trace_id = tracing::field::Empty
         );
+        aies_telemetry::set_parent(&span, producer_traceparent(&message).as_deref());
         tokio::spawn(
             async move {
                 if let Some(Some(previous)) = previous {
@@ -361,8 +364,12 @@ impl Relay {
         message: &OwnedMessage,
     ) -> Result<()> {
         // The event's span: a child of the producer's `traceparent` (the
-        // Kafka header, else the event's field), or a new trace.
-        let trace = event_span(message);
+        // Kafka header, else the event's field), or a new trace. With span
+        // export on, it is the exported span itself.
+        let trace = aies_telemetry::traceparent_of(&tracing::Span::current())
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .unwrap_or_else(|| event_span(message));
         tracing::Span::current().record("trace_id", &trace.trace_id);
         let event = match parse(message) {
             Ok(e) => e,
@@ -656,17 +663,23 @@ pub(crate) const TRACEPARENT: &str = "traceparent";
 /// A new span for an event: in the trace its producer named (the
 /// `traceparent` header, else the payload's field), or in a new trace.
 fn event_span(message: &OwnedMessage) -> TraceParent {
+    let id = uuid::Uuid::new_v4().as_u128();
+    let parent = producer_traceparent(message);
+    TraceParent::continue_or_start(parent.as_deref(), id, id as u64 ^ (id >> 64) as u64)
+}
+
+/// The `traceparent` an event's producer gave: the record header, else the
+/// payload's field.
+fn producer_traceparent(message: &OwnedMessage) -> Option<String> {
     let from_payload = || {
         let payload = message.payload()?;
         let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
         value.get(TRACEPARENT)?.as_str().map(str::to_string)
     };
-    let parent = header(message, TRACEPARENT)
+    header(message, TRACEPARENT)
         .map(str::to_string)
         .filter(|h| TraceParent::parse(h).is_some())
-        .or_else(from_payload);
-    let id = uuid::Uuid::new_v4().as_u128();
-    TraceParent::continue_or_start(parent.as_deref(), id, id as u64 ^ (id >> 64) as u64)
+        .or_else(from_payload)
 }
 
 fn parse(message: &OwnedMessage) -> Result<RawEvent> {

@@ -44,11 +44,13 @@ fn main() -> Result<()> {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    // Before the runtime: the OTLP exporter's blocking client (when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set) cannot be made inside one.
+    let _telemetry = aies_telemetry::init("aies-host", aies_host::telemetry::DEFAULT_FILTER);
     tokio::runtime::Runtime::new()?.block_on(serve())
 }
 
 async fn serve() -> Result<()> {
-    aies_host::telemetry::init();
     let args = Args::parse();
     let mut config = aies_host::HostConfig::new(&args.manifest);
     config.variables = args.variables.into_iter().collect();

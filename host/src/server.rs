@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::app::{App, HostConfig};
@@ -169,11 +170,16 @@ async fn handle(
     let _in_flight = metrics.started();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    // The W3C trace the request belongs to, for its log lines.
-    let trace_id = req
+    // The W3C trace the request belongs to, for its log lines (and, when
+    // spans are exported, the parent of this request's span).
+    let traceparent = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| aies_contract::TraceParent::parse(v).is_some())
+        .map(str::to_string);
+    let trace_id = traceparent
+        .as_deref()
         .and_then(aies_contract::TraceParent::parse)
         .map(|t| t.trace_id)
         .unwrap_or_default();
@@ -214,12 +220,29 @@ async fn handle(
             parts.headers.insert(name, v);
         }
     }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {matched_route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = %path,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        component = %component,
+    );
+    aies_telemetry::set_parent(&span, traceparent.as_deref());
+    // The component continues this span: its events name it as their parent.
+    if let Some(own) = aies_telemetry::traceparent_of(&span) {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&own) {
+            parts.headers.insert("traceparent", v);
+        }
+    }
     // Bodies without a Content-Length are bounded as they stream.
     let body = Limited::new(body, MAX_REQUEST_BODY)
         .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}"))));
     let req = hyper::Request::from_parts(parts, body);
 
-    match app.invoke(index, req, false).await {
+    match app.invoke(index, req, false).instrument(span.clone()).await {
         Ok(mut resp) => {
             let route = resp
                 .headers_mut()
@@ -227,6 +250,8 @@ async fn handle(
                 .and_then(|v| v.to_str().ok().map(str::to_string))
                 .unwrap_or(matched_route);
             let status = resp.status().as_u16();
+            span.record("http.route", route.as_str());
+            span.record("http.response.status_code", status);
             metrics.observe(&component, &route, &method, status, started.elapsed());
             tracing::debug!(
                 %method, %path, component = %component, status, trace_id,

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use crate::fake_llm::FakeLlm;
 use crate::harness::{tool, Options, System};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_what_the_api_reports() {
@@ -29,15 +29,8 @@ async fn the_dashboard_shows_what_the_api_reports() {
     assert_eq!(failed.status.as_str(), "FAILURE");
     fake.fail_always(None);
 
-    let stats: Value = system
-        .client
-        .get(system.url("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, stats) = system.get_json("/stats").await;
+    assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["tasks"]["SUCCESS"], 2, "{stats}");
     assert_eq!(stats["tasks"]["FAILURE"], 1, "{stats}");
     assert_eq!(stats["cache"]["hits"]["exact"], 1, "{stats}");

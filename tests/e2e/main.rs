@@ -15,6 +15,7 @@ mod lanes;
 mod limits;
 mod openai;
 mod openapi;
+mod otlp;
 mod pipeline;
 mod produce;
 mod providers;

@@ -109,15 +109,7 @@ async fn real_answers_match_the_openapi_document() {
         .variables
         .insert("admin_token".into(), ADMIN_TOKEN.into());
     let mut system = System::start(options).await;
-    let doc: Value = system
-        .client
-        .get(system.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = system.get_json("/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let mut spec = Spec {
         doc,

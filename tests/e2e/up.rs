@@ -16,6 +16,10 @@ fn up_command(setup: &Setup, data: &std::path::Path) -> Command {
         .env("AIES_MANIFEST", crate::harness::manifest())
         .env("AIES_LISTEN", format!("127.0.0.1:{}", p.http))
         .env("AIES_BRIDGE_LISTEN", format!("127.0.0.1:{}", p.bridge))
+        .env(
+            "AIES_METRICS_LISTEN",
+            format!("127.0.0.1:{}", crate::harness::free_port()),
+        )
         .env("REDIS_PORT", p.redis.to_string())
         .env("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap());
     stack::tie_to_test(&mut cmd);

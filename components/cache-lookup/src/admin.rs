@@ -12,7 +12,7 @@
 use super::{valid_scope, LRU_KEY};
 use aies_contract::valid_tenant;
 use aies_guest::{
-    arg, bearer_is, error, execute, hgetall, json, redis, text, var, var_parsed, DB_CACHE,
+    admin_only, arg, error, execute, hgetall, json, redis, text, var, var_parsed, DB_CACHE,
     METRICS_KEY,
 };
 use anyhow::{bail, Result};
@@ -22,16 +22,8 @@ use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 pub fn handle(req: &Request) -> Response {
-    match var("admin_token") {
-        Ok(token) if token.is_empty() => {
-            return error(
-                403,
-                "the admin endpoints are disabled: set admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
-            )
-        }
-        Ok(token) if !bearer_is(req, &token) => return error(401, "missing or wrong bearer token"),
-        Ok(_) => {}
-        Err(e) => return error(500, format!("{e:#}")),
+    if let Err(refused) = admin_only(req) {
+        return refused;
     }
     let result = match (req.method(), req.path()) {
         (Method::Get, "/admin/cache/stats") => match query_tenant(req.query()) {

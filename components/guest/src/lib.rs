@@ -99,10 +99,14 @@ std::thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Starts this request's span: continues the trace of its `traceparent`
-/// header, or starts one; log lines ([`log!`]) then carry its trace id.
+/// This request's place in a trace: its `traceparent` header (the host's
+/// span for the request, when the host exports spans), or a new trace; log
+/// lines ([`log!`]) then carry its trace id.
 pub fn start_trace(header: Option<&str>) -> aies_contract::TraceParent {
-    let trace = new_span(header);
+    let trace = match header.and_then(aies_contract::TraceParent::parse) {
+        Some(given) => given,
+        None => new_span(None),
+    };
     TRACE.with(|t| *t.borrow_mut() = Some(trace.clone()));
     trace
 }
@@ -245,6 +249,21 @@ pub fn bearer_is(req: &Request, token: &str) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// The admin endpoints' guard: `Err` is the answer when the request does
+/// not carry `Authorization: Bearer <admin_token>` (403 while the token is
+/// empty: the endpoints are off).
+pub fn admin_only(req: &Request) -> Result<(), Response> {
+    match var("admin_token") {
+        Ok(token) if token.is_empty() => Err(error(
+            403,
+            "the admin endpoints are disabled: set admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
+        )),
+        Ok(token) if !bearer_is(req, &token) => Err(error(401, "missing or wrong bearer token")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(error(500, format!("{e:#}"))),
+    }
 }
 
 /// Opens logical database `db` on the Redis server named by the

@@ -17,7 +17,8 @@
 
 use aies_contract::{valid_tenant, DEFAULT_TENANT};
 use aies_guest::{
-    arg, bearer_is, error, execute, hex, hgetall, json, now_secs, redis, text, var, DB_COORDINATION,
+    admin_only, arg, error, execute, hex, hgetall, json, now_secs, redis, text, var,
+    DB_COORDINATION,
 };
 use anyhow::Result;
 use serde::Deserialize;
@@ -97,16 +98,8 @@ fn key_record(key: &str) -> String {
 
 /// `/admin/keys[/...]`.
 pub fn admin(req: &Request) -> Response {
-    match var("admin_token") {
-        Ok(token) if token.is_empty() => {
-            return error(
-                403,
-                "the admin endpoints are disabled: set admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
-            )
-        }
-        Ok(token) if !bearer_is(req, &token) => return error(401, "missing or wrong bearer token"),
-        Ok(_) => {}
-        Err(e) => return error(500, format!("{e:#}")),
+    if let Err(refused) = admin_only(req) {
+        return refused;
     }
     let path = req.path();
     let result = match (req.method(), path) {

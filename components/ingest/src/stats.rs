@@ -9,7 +9,7 @@
 //! it, so only its run time is shown.
 
 use aies_guest::{
-    arg, bearer_is, error, execute, hgetall, json, now_ms, redis, text, var, TaskRecord, DB_CACHE,
+    admin_only, arg, error, execute, hgetall, json, now_ms, redis, text, var, TaskRecord, DB_CACHE,
     DB_TASKS, METRICS_KEY, RECENT_TASKS_KEY,
 };
 use anyhow::{Context, Result};
@@ -22,9 +22,8 @@ const PROMPT_SHOWN_CHARS: usize = 80;
 
 pub async fn stats(req: &Request) -> Response {
     if var("api_keys").is_ok_and(|v| v.trim() == "required") {
-        match var("admin_token") {
-            Ok(token) if !token.is_empty() && bearer_is(req, &token) => {}
-            _ => return error(401, "with API keys on, /stats needs the admin token"),
+        if let Err(refused) = admin_only(req) {
+            return refused;
         }
     }
     let counters = match redis(DB_CACHE).and_then(|c| hgetall(&c, METRICS_KEY)) {

@@ -95,7 +95,13 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     let _lock = lock(data)?;
     let specs = plan(&args)?;
-    ports::check(specs.iter().filter_map(|s| s.listen.map(|a| (s.name, a))))?;
+    let metrics = Some(("host metrics", args.metrics_listen));
+    ports::check(
+        specs
+            .iter()
+            .filter_map(|s| s.listen.map(|a| (s.name, a)))
+            .chain(metrics),
+    )?;
 
     let mut signals = Signals::new()?;
     let mut running = Running::default();
