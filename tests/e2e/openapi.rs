@@ -416,6 +416,77 @@ async fn real_answers_match_the_openapi_document() {
     .await;
     assert_eq!(status, 400);
 
+    // The bridge's routes: a redelivery of the finished task is answered
+    // from its record; a bad event is refused in its place.
+    let token = format!("Bearer {}", crate::harness::INVOKE_TOKEN);
+    let bridge = [("authorization", token.as_str())];
+    let event = |task_id: &str| {
+        json!({"task_id": task_id, "prompt": "What is the boiling point of water at sea level?",
+               "tenant": "default", "use_cache": true})
+    };
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke",
+        "/invoke",
+        Some(event(&id)),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, task) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke",
+        "/invoke",
+        Some(event(&id)),
+        &bridge,
+    )
+    .await;
+    assert_eq!(
+        (status, &task["status"]),
+        (200, &json!("SUCCESS")),
+        "{task}"
+    );
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke",
+        "/invoke",
+        Some(json!({"x": 1})),
+        &bridge,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let batch = json!({"events": [event(&id), event("not valid")]});
+    let (status, answers) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke/batch",
+        "/invoke/batch",
+        Some(batch),
+        &bridge,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answers["results"][1]["status"], 400, "{answers}");
+    let too_many: Vec<Value> = (0..257).map(|i| event(&format!("t{i}"))).collect();
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke/batch",
+        "/invoke/batch",
+        Some(json!({"events": too_many})),
+        &bridge,
+    )
+    .await;
+    assert_eq!(status, 400);
+
     // The service routes.
     let (_, index) = call(s, &system, "GET", "/", "/", None, &[]).await;
     call(s, &system, "GET", "/health", "/health", None, &[]).await;
