@@ -10,6 +10,7 @@
 //! client cannot be made inside one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
@@ -20,16 +21,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported: callers skip making spans that only the
+/// exporter would read (they cost on every request otherwise).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Flushes the spans not yet exported when dropped.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-}
-
-impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
 }
 
 impl Drop for Telemetry {
@@ -90,6 +92,7 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         .with(fmt)
         .with(spans)
         .try_init();
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     match (&provider, problem) {
         (Some(_), _) => tracing::info!("exporting spans over OTLP"),
         (None, Some(e)) => tracing::warn!("OTLP export is configured but could not start: {e}"),
