@@ -59,7 +59,7 @@ async fn api_keys_name_the_tenant_and_keep_tenants_apart() {
     for (k, v) in [("api_keys", "required"), ("admin_token", ADMIN_TOKEN)] {
         options.variables.insert(k.into(), v.into());
     }
-    let system = System::start(options).await;
+    let mut system = System::start(options).await;
 
     // No key, a made-up key, no admin token: refused.
     let (status, headers, body) = send(
@@ -167,6 +167,11 @@ async fn api_keys_name_the_tenant_and_keep_tenants_apart() {
     assert_eq!(status, 404);
     let (status, _) = process_with_key(&system, &globex, "Still here?").await;
     assert_eq!(status, 202);
+
+    // Keys cannot be checked without Redis: 503, never a pass.
+    system.redis.stop();
+    let (status, body) = process_with_key(&system, &globex, "Redis is gone").await;
+    assert_eq!(status, 503, "{body}");
 }
 
 async fn post_idempotent(
@@ -301,7 +306,7 @@ async fn read_events_after(mut resp: reqwest::Response, mut text: String) -> Vec
 async fn task_events_stream_each_state_change() {
     let fake = FakeLlm::start().await;
     fake.set_delay(Duration::from_millis(1200));
-    let system = System::start(Options::new("task-events").llm(&fake, "openai")).await;
+    let mut system = System::start(Options::new("task-events").llm(&fake, "openai")).await;
     let (status, body) = system.process("How far away is the Moon?", None).await;
     assert_eq!(status, 202, "{body}");
     let id = body["task_id"].as_str().unwrap();
@@ -364,6 +369,23 @@ async fn task_events_stream_each_state_change() {
             .unwrap();
         assert_eq!(resp.status(), 404, "{path} as {tenant}");
     }
+
+    // Redis gone while a stream waits: an `error` event ends it.
+    fake.set_delay(Duration::from_secs(3));
+    let (_, slow) = system.process("A slow one", None).await;
+    let slow_id = slow["task_id"].as_str().unwrap().to_string();
+    let mut resp = system
+        .client
+        .get(system.url(&format!("/task/{slow_id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let first = String::from_utf8(resp.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    system.redis.stop();
+    let events = read_events_after(resp, first).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "error", "{events:?}");
+    assert!(data["error"].is_string(), "{data}");
 }
 
 /// `aies_host_http_request_duration_seconds{component, route, method,

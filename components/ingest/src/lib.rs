@@ -33,14 +33,14 @@ use aies_guest::{
 use anyhow::Result;
 use serde_json::json as j;
 use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
+use spin_sdk::http_component;
+use spin_sdk::redis::RedisParameter;
 
 mod events;
 mod idempotency;
 mod keys;
 mod openai;
 mod stats;
-use spin_sdk::http_component;
-use spin_sdk::redis::RedisParameter;
 
 /// Largest request body accepted by `POST /process`.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -482,16 +482,23 @@ async fn task(req: &Request, id: &str) -> Response {
         Ok(w) => w,
         Err(resp) => return resp,
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    match wait_for(id, &tenant, std::time::Duration::from_secs(wait)).await {
+        Ok(Some(task)) => json(200, &task),
+        Ok(None) => error(404, format!("no task {id}")),
+        Err(e) => error(503, format!("{e:#}")),
+    }
+}
+
+/// The task once it is final, or as it is after `wait`; `None` when there
+/// is no such task (or it is another tenant's).
+async fn wait_for(id: &str, tenant: &str, wait: std::time::Duration) -> Result<Option<TaskResult>> {
+    let deadline = std::time::Instant::now() + wait;
     loop {
-        match tenant_task(id, &tenant) {
-            Ok(Some(task)) => {
-                if task.status.is_final() || std::time::Instant::now() >= deadline {
-                    return json(200, &task);
-                }
-            }
-            Ok(None) => return error(404, format!("no task {id}")),
-            Err(e) => return error(503, format!("{e:#}")),
+        let Some(task) = tenant_task(id, tenant)? else {
+            return Ok(None);
+        };
+        if task.status.is_final() || std::time::Instant::now() >= deadline {
+            return Ok(Some(task));
         }
         sleep(WAIT_POLL).await;
     }

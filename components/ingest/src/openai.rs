@@ -21,15 +21,14 @@
 //!   retries, 502 for other provider failures, 503, 504).
 
 use aies_contract::{EmbedRequest, EmbedResponse, ProcessRequest, MAX_PROMPT_CHARS};
-use aies_guest::{call, json, now_secs, sleep, stage_url, StageError};
+use aies_guest::{call, json, now_secs, stage_url, StageError};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Request, Response};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest a request waits for its task (the host stops a request at 120 s).
 const MAX_WAIT: Duration = Duration::from_secs(100);
-const POLL: Duration = Duration::from_millis(50);
 /// Most inputs of one `/v1/embeddings` request.
 const MAX_INPUTS: usize = 256;
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -252,38 +251,32 @@ pub async fn chat(req: Request) -> Response {
 
 /// Waits for a task to be final: its result and model, or the error.
 async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), Response> {
-    let deadline = Instant::now() + MAX_WAIT;
-    loop {
-        let task = match super::tenant_task(task_id, tenant) {
-            Ok(Some(task)) => task,
-            Ok(None) => return Err(error(502, format!("task {task_id} disappeared"))),
-            Err(e) => return Err(error(503, format!("{e:#}"))),
-        };
-        if task.status.is_final() {
-            return match (task.result, task.error) {
-                (Some(result), None) => Ok((result, task.model)),
-                (_, error_text) => {
-                    let text = error_text.unwrap_or_else(|| "the task failed".into());
-                    // The provider still said 429 after our retries.
-                    let status = if text.contains("status 429") {
-                        429
-                    } else {
-                        502
-                    };
-                    Err(error(status, format!("task {task_id}: {text}")))
-                }
+    let task = match super::wait_for(task_id, tenant, MAX_WAIT).await {
+        Ok(Some(task)) => task,
+        Ok(None) => return Err(error(502, format!("task {task_id} disappeared"))),
+        Err(e) => return Err(error(503, format!("{e:#}"))),
+    };
+    if !task.status.is_final() {
+        return Err(error(
+            504,
+            format!(
+                "task {task_id} is not done after {} s; it goes on: GET /task/{task_id}",
+                MAX_WAIT.as_secs()
+            ),
+        ));
+    }
+    match (task.result, task.error) {
+        (Some(result), None) => Ok((result, task.model)),
+        (_, error_text) => {
+            let text = error_text.unwrap_or_else(|| "the task failed".into());
+            // The provider still said 429 after our retries.
+            let status = if text.contains("status 429") {
+                429
+            } else {
+                502
             };
+            Err(error(status, format!("task {task_id}: {text}")))
         }
-        if Instant::now() >= deadline {
-            return Err(error(
-                504,
-                format!(
-                    "task {task_id} is not done after {} s; it goes on: GET /task/{task_id}",
-                    MAX_WAIT.as_secs()
-                ),
-            ));
-        }
-        sleep(POLL).await;
     }
 }
 
