@@ -209,6 +209,10 @@ impl Models {
 
 /// Texts one merged batch carries at most.
 const BATCH_TEXTS: usize = 32;
+/// Vectors the memo keeps per model (about 1.5 KiB each at dimension 384).
+const MEMO_TEXTS: usize = 4096;
+/// Longer texts are not memoized: they bound the memo's memory.
+const MEMO_MAX_CHARS: usize = 2048;
 
 /// One model's embedding calls, run one batch at a time on a thread of its
 /// own: calls that wait together are merged into one batch. On a CPU a
@@ -216,9 +220,18 @@ const BATCH_TEXTS: usize = 32;
 /// at once would only fight over the cores. Calls made for a request (an
 /// API lookup) go before background ones (the cache fill), and are never
 /// batched with them.
+///
+/// An embedding is a pure function of its text, so the same text is
+/// embedded once: twice in one merged batch it is computed once, and the
+/// vectors of the last [`MEMO_TEXTS`] texts are kept and answered at once
+/// (the pattern of LangChain's `CacheBackedEmbeddings`, in memory).
 pub struct Batcher {
     queues: Arc<(Mutex<Queues>, Condvar)>,
+    memo: Arc<Memo>,
 }
+
+/// Recently embedded texts and their vectors and token counts.
+type Memo = Mutex<lru::LruCache<String, (Vec<f32>, usize)>>;
 
 /// Who waits for an embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +264,10 @@ impl Drop for Batcher {
 impl Batcher {
     pub fn start(engine: Arc<dyn EmbeddingEngine>) -> Self {
         let queues: Arc<(Mutex<Queues>, Condvar)> = Arc::default();
+        let capacity = std::num::NonZeroUsize::new(MEMO_TEXTS).expect("not zero");
+        let memo = Arc::new(Mutex::new(lru::LruCache::new(capacity)));
         let shared = queues.clone();
+        let filled = memo.clone();
         std::thread::spawn(move || loop {
             let batch = {
                 let (lock, ready) = &*shared;
@@ -276,9 +292,9 @@ impl Batcher {
                 }
                 batch
             };
-            run_batch(engine.as_ref(), batch);
+            run_batch(engine.as_ref(), &filled, batch);
         });
-        Self { queues }
+        Self { queues, memo }
     }
 
     pub async fn embed(&self, texts: Vec<String>, priority: Priority) -> Result<Embeddings> {
@@ -287,6 +303,9 @@ impl Batcher {
                 vectors: Vec::new(),
                 tokens: Vec::new(),
             });
+        }
+        if let Some(known) = self.recall(&texts) {
+            return Ok(known);
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         {
@@ -304,20 +323,54 @@ impl Batcher {
             .context("the embedding thread dropped the call")?
             .map_err(|e| anyhow::anyhow!(e))
     }
+
+    /// Every text's vector from the memo, or `None` when one is not there.
+    fn recall(&self, texts: &[String]) -> Option<Embeddings> {
+        let mut memo = self.memo.lock().unwrap();
+        let mut out = Embeddings {
+            vectors: Vec::with_capacity(texts.len()),
+            tokens: Vec::with_capacity(texts.len()),
+        };
+        for text in texts {
+            let (vector, tokens) = memo.get(text)?;
+            out.vectors.push(vector.clone());
+            out.tokens.push(*tokens);
+        }
+        Some(out)
+    }
 }
 
-/// Embeds the jobs' texts in one call and gives each job its part.
-fn run_batch(engine: &dyn EmbeddingEngine, batch: Vec<Job>) {
-    let all: Vec<String> = batch.iter().flat_map(|j| j.texts.clone()).collect();
-    match engine.embed(&all) {
+/// Embeds the jobs' distinct texts in one call, gives each job its part and
+/// keeps the vectors in the memo.
+fn run_batch(engine: &dyn EmbeddingEngine, memo: &Memo, batch: Vec<Job>) {
+    // Each job's texts as places in `distinct`.
+    let mut distinct: Vec<String> = Vec::new();
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut places: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+    for job in &batch {
+        let mut at = Vec::with_capacity(job.texts.len());
+        for text in &job.texts {
+            at.push(*slot.entry(text).or_insert_with(|| {
+                distinct.push(text.clone());
+                distinct.len() - 1
+            }));
+        }
+        places.push(at);
+    }
+    match engine.embed(&distinct) {
         Ok(out) => {
-            let mut vectors = out.vectors.into_iter();
-            let mut tokens = out.tokens.into_iter();
-            for job in batch {
-                let n = job.texts.len();
+            {
+                let mut memo = memo.lock().unwrap();
+                for ((text, vector), tokens) in distinct.iter().zip(&out.vectors).zip(&out.tokens) {
+                    if text.chars().count() <= MEMO_MAX_CHARS {
+                        memo.put(text.clone(), (vector.clone(), *tokens));
+                    }
+                }
+            }
+            for (job, at) in batch.into_iter().zip(places) {
                 let _ = job.reply.send(Ok(Embeddings {
-                    vectors: vectors.by_ref().take(n).collect(),
-                    tokens: tokens.by_ref().take(n).collect(),
+                    vectors: at.iter().map(|&i| out.vectors[i].clone()).collect(),
+                    tokens: at.iter().map(|&i| out.tokens[i]).collect(),
                 }));
             }
         }
@@ -434,6 +487,66 @@ mod tests {
                 vec!["first".to_string()],
                 vec!["request".to_string()],
                 vec!["fill 0".into(), "fill 1".into(), "fill 2".into()],
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_text_is_embedded_once_and_then_answered_from_the_memo() {
+        let engine = Arc::new(Lengths(AtomicUsize::new(0)));
+        let batcher = Batcher::start(engine.clone());
+        let texts = vec!["hola".to_string(), "mundo!".to_string()];
+        let first = batcher
+            .embed(texts.clone(), Priority::Request)
+            .await
+            .unwrap();
+        let again = batcher.embed(texts, Priority::Background).await.unwrap();
+        assert_eq!(first.vectors, vec![vec![4.0], vec![6.0]]);
+        assert_eq!((again.vectors, again.tokens), (first.vectors, first.tokens));
+        assert_eq!(
+            engine.0.load(Ordering::SeqCst),
+            1,
+            "the second call ran the model"
+        );
+        // One text not seen before: the call goes to the model.
+        let mixed = vec!["hola".to_string(), "otra".to_string()];
+        let out = batcher.embed(mixed, Priority::Request).await.unwrap();
+        assert_eq!(out.vectors, vec![vec![4.0], vec![4.0]]);
+        assert_eq!(engine.0.load(Ordering::SeqCst), 2);
+        // Texts past MEMO_MAX_CHARS are not kept: they bound the memo.
+        let long = vec!["y".repeat(MEMO_MAX_CHARS + 1)];
+        for _ in 0..2 {
+            batcher
+                .embed(long.clone(), Priority::Request)
+                .await
+                .unwrap();
+        }
+        assert_eq!(engine.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn the_same_text_waiting_in_several_calls_is_embedded_once() {
+        let engine = Arc::new(Recorder(Mutex::default()));
+        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let call = |texts: &[&str]| {
+            let batcher = batcher.clone();
+            let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+            tokio::spawn(async move { batcher.embed(texts, Priority::Request).await })
+        };
+        // Keeps the thread busy while the others queue up.
+        let first = call(&["first"]);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let waiting = [call(&["same"]), call(&["same", "other"]), call(&["same"])];
+        for (call, n) in waiting.into_iter().zip([1, 2, 1]) {
+            assert_eq!(call.await.unwrap().unwrap().vectors.len(), n);
+        }
+        first.await.unwrap().unwrap();
+        let batches = engine.0.lock().unwrap().clone();
+        assert_eq!(
+            batches,
+            vec![
+                vec!["first".to_string()],
+                vec!["same".to_string(), "other".to_string()]
             ]
         );
     }
