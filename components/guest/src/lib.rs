@@ -320,17 +320,65 @@ pub fn count(field: &str) {
     count_by(field, 1)
 }
 
-/// Adds `n` to a counter of the metrics hash (errors only logged).
+thread_local! {
+    /// Counts kept for one write (see [`defer_counts`]), when deferring.
+    static DEFERRED: std::cell::RefCell<Option<Vec<(String, i64)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Adds `n` to a counter of the metrics hash (errors only logged), or keeps
+/// it for [`flush_counts`] while counts are deferred.
 pub fn count_by(field: &str, n: i64) {
     if n == 0 {
         return;
     }
-    let result = redis(DB_CACHE).and_then(|c| {
-        execute(
+    let kept = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(counts) => {
+            match counts.iter_mut().find(|(f, _)| f == field) {
+                Some((_, total)) => *total += n,
+                None => counts.push((field.to_string(), n)),
+            }
+            true
+        }
+        None => false,
+    });
+    if !kept {
+        add_counts(&[(field.to_string(), n)]);
+    }
+}
+
+/// From now on, this instance's counts wait for [`flush_counts`]: a request
+/// then writes its counters in one round trip instead of one each.
+pub fn defer_counts() {
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+}
+
+/// Writes the deferred counts, and counts at once again after it. Call it
+/// before the response leaves, so a reader of the counters sees them.
+pub fn flush_counts() {
+    if let Some(counts) = DEFERRED.with(|d| d.borrow_mut().take()) {
+        add_counts(&counts);
+    }
+}
+
+fn add_counts(counts: &[(String, i64)]) {
+    const SCRIPT: &str =
+        "for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end";
+    let result = redis(DB_CACHE).and_then(|c| match counts {
+        [] => Ok(Vec::new()),
+        [(field, n)] => execute(
             &c,
             "HINCRBY",
-            &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(n)],
-        )
+            &[arg(METRICS_KEY), arg(field), RedisParameter::Int64(*n)],
+        ),
+        _ => {
+            let mut args = vec![arg(SCRIPT), RedisParameter::Int64(1), arg(METRICS_KEY)];
+            for (field, n) in counts {
+                args.push(arg(field));
+                args.push(RedisParameter::Int64(*n));
+            }
+            execute(&c, "EVAL", &args)
+        }
     });
     if let Err(e) = result {
         crate::log!("metrics: {e:#}");

@@ -17,8 +17,9 @@ const MAX_STREAM: Duration = Duration::from_secs(60);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(100);
 
-/// Sends a whole response.
+/// Sends a whole response (the request's counters written first).
 pub async fn respond(out: ResponseOutparam, mut resp: Response) {
+    aies_guest::flush_counts();
     let body = std::mem::take(resp.body_mut());
     match OutgoingResponse::try_from(resp) {
         Ok(outgoing) => {
@@ -57,6 +58,7 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
         Err(e) => return respond(out, error(500, format!("{e}"))).await,
     };
     let mut body = response.take_body();
+    aies_guest::flush_counts();
     out.set(response);
 
     let started = Instant::now();

@@ -57,6 +57,8 @@ const ROUTE_HEADER: &str = "aies-route";
 #[http_component]
 async fn handle(req: Request, out: ResponseOutparam) {
     aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
+    // A request's counters go to Redis in one round trip, as it answers.
+    aies_guest::defer_counts();
     let path = req.path().to_string();
     let (route, mut resp) = match (req.method(), path.as_str()) {
         (Method::Post, "/process") => ("/process", process(req).await),
