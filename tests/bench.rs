@@ -32,7 +32,7 @@ use aies_tests::harness::{
     Options, System, Topics,
 };
 use aies_tests::load::{closed_loop, memory_mib, native_ok_server, Load, Request};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
 const HITS: usize = 200;
@@ -331,6 +331,18 @@ async fn hit_rows() -> Result<()> {
             row(&format!("{name} hit, {clients} client(s)"), &load);
         }
     }
+    // The same tenant holding 10,000 more entries: with the tenant filter,
+    // RediSearch brute-forces the tenant's entries, so the KNN's cost grows
+    // with them (see NOTES.md, "Fast paths").
+    let mut redis = system.redis.connection(0).await;
+    let entries: Vec<String> = redis::cmd("KEYS")
+        .arg("aies:cache:*:default:*")
+        .query_async(&mut redis)
+        .await?;
+    let entry = entries.first().context("no cache entry")?;
+    system.add_filler_entries(entry, 10_000).await;
+    let load = closed_loop(addr, &semantic, 32, RUN, 200).await?;
+    row("semantic hit, 32 clients, 10k entries", &load);
     Ok(())
 }
 

@@ -607,6 +607,58 @@ impl System {
         task
     }
 
+    /// Adds `n` entries to the cache of the tenant and scope of `entry` (a
+    /// cache entry's key): a large index without answering anything. Their
+    /// vectors are the entry's plus as much noise (cosine about 0.7 to it,
+    /// below any threshold), so they lie in the model's region of the space
+    /// as real prompts would. Returns the scope.
+    pub async fn add_filler_entries(&self, entry: &str, n: u32) -> String {
+        let mut redis = self.redis.connection(0).await;
+        let (tenant, scope, base): (String, String, Vec<u8>) = redis::cmd("HMGET")
+            .arg(entry)
+            .arg("tenant")
+            .arg("scope")
+            .arg("vector")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let prefix = entry.rsplit_once(':').unwrap().0;
+        let base: Vec<f32> = base
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        // In pipelines of 500: one of thousands outlasts the client's timeout.
+        for start in (0..n).step_by(500) {
+            let mut fill = redis::pipe();
+            for i in start..n.min(start + 500) {
+                let noise: Vec<f32> = (0..base.len() as u32)
+                    .map(|j| ((i * 7919 + j * 104_729) as f32).sin())
+                    .collect();
+                let scale = norm(&base) / norm(&noise);
+                let vector: Vec<u8> = base
+                    .iter()
+                    .zip(&noise)
+                    .flat_map(|(b, n)| (b + n * scale).to_le_bytes())
+                    .collect();
+                fill.hset_multiple(
+                    format!("{prefix}:filler{i:026}"),
+                    &[
+                        ("tenant", tenant.clone().into_bytes()),
+                        ("scope", scope.clone().into_bytes()),
+                        ("prompt", format!("filler {i}").into_bytes()),
+                        ("result", b"filler".to_vec()),
+                        ("task_id", b"filler".to_vec()),
+                        ("vector", vector),
+                    ],
+                )
+                .ignore();
+            }
+            let () = fill.query_async(&mut redis).await.unwrap();
+        }
+        scope
+    }
+
     /// Waits until no in-flight marker names the task: cache-fill clears
     /// it once the answer is in the cache (or the fill failed).
     pub async fn wait_filled(&self, id: &str) {
