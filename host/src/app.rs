@@ -50,6 +50,10 @@ pub struct HostConfig {
     pub max_memory_bytes: usize,
     /// Where to serve the host's own metrics (`GET /metrics`); none: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Vectors the embedding memo keeps per model; 0 turns it off. A memo
+    /// shared by all tenants tells, by its speed, that a text was embedded
+    /// lately: a deployment whose tenants must not learn that sets 0.
+    pub embedding_memo: usize,
 }
 
 impl HostConfig {
@@ -63,6 +67,7 @@ impl HostConfig {
             outbound_timeout: Duration::from_secs(60),
             max_memory_bytes: 128 << 20,
             metrics_listen: None,
+            embedding_memo: crate::llm::MEMO_TEXTS,
         }
     }
 }
@@ -296,7 +301,7 @@ impl App {
             .model_dir
             .clone()
             .unwrap_or_else(|| base.join(".spin/ai-models"));
-        let models = Models::new(model_dir, used_models);
+        let models = Models::new(model_dir, used_models, config.embedding_memo);
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {

@@ -181,23 +181,25 @@ pub type Loaded = Result<Arc<Batcher>, String>;
 pub struct Models {
     dir: PathBuf,
     loaded: HashMap<String, OnceCell<Loaded>>,
+    memo: usize,
 }
 
 impl Models {
-    pub fn new(dir: PathBuf, names: impl IntoIterator<Item = String>) -> Self {
+    /// `memo`: vectors kept per model for texts asked again (0: none).
+    pub fn new(dir: PathBuf, names: impl IntoIterator<Item = String>, memo: usize) -> Self {
         let loaded = names.into_iter().map(|n| (n, OnceCell::new())).collect();
-        Self { dir, loaded }
+        Self { dir, loaded, memo }
     }
 
     /// `None` when the app does not use `name`.
     pub async fn get(&self, name: &str) -> Option<Loaded> {
         let cell = self.loaded.get(name)?;
-        let dir = self.dir.join(name);
+        let (dir, memo) = (self.dir.join(name), self.memo);
         let loaded = cell
             .get_or_init(|| async move {
                 let load = tokio::task::spawn_blocking(move || SentenceBert::load(&dir));
                 match load.await {
-                    Ok(Ok(model)) => Ok(Arc::new(Batcher::start(Arc::new(model)))),
+                    Ok(Ok(model)) => Ok(Arc::new(Batcher::start(Arc::new(model), memo))),
                     Ok(Err(e)) => Err(format!("loading {name}: {e:#}")),
                     Err(e) => Err(format!("loading {name}: {e}")),
                 }
@@ -209,8 +211,9 @@ impl Models {
 
 /// Texts one merged batch carries at most.
 const BATCH_TEXTS: usize = 32;
-/// Vectors the memo keeps per model (about 1.5 KiB each at dimension 384).
-const MEMO_TEXTS: usize = 4096;
+/// Vectors the memo keeps per model by default (about 1.5 KiB each at
+/// dimension 384); `HostConfig::embedding_memo`.
+pub const MEMO_TEXTS: usize = 4096;
 /// Longer texts are not memoized: they bound the memo's memory.
 const MEMO_MAX_CHARS: usize = 2048;
 
@@ -223,11 +226,12 @@ const MEMO_MAX_CHARS: usize = 2048;
 ///
 /// An embedding is a pure function of its text, so the same text is
 /// embedded once: twice in one merged batch it is computed once, and the
-/// vectors of the last [`MEMO_TEXTS`] texts are kept and answered at once
-/// (the pattern of LangChain's `CacheBackedEmbeddings`, in memory).
+/// vectors of the last texts (as many as the memo holds, [`MEMO_TEXTS`] by
+/// default) are kept and answered at once (the pattern of LangChain's
+/// `CacheBackedEmbeddings`, in memory).
 pub struct Batcher {
     queues: Arc<(Mutex<Queues>, Condvar)>,
-    memo: Arc<Memo>,
+    memo: Option<Arc<Memo>>,
 }
 
 /// Recently embedded texts and their vectors and token counts.
@@ -262,10 +266,11 @@ impl Drop for Batcher {
 }
 
 impl Batcher {
-    pub fn start(engine: Arc<dyn EmbeddingEngine>) -> Self {
+    /// `memo`: vectors kept for texts asked again (0: none).
+    pub fn start(engine: Arc<dyn EmbeddingEngine>, memo: usize) -> Self {
         let queues: Arc<(Mutex<Queues>, Condvar)> = Arc::default();
-        let capacity = std::num::NonZeroUsize::new(MEMO_TEXTS).expect("not zero");
-        let memo = Arc::new(Mutex::new(lru::LruCache::new(capacity)));
+        let memo = std::num::NonZeroUsize::new(memo)
+            .map(|capacity| Arc::new(Mutex::new(lru::LruCache::new(capacity))));
         let shared = queues.clone();
         let filled = memo.clone();
         std::thread::spawn(move || loop {
@@ -292,7 +297,7 @@ impl Batcher {
                 }
                 batch
             };
-            run_batch(engine.as_ref(), &filled, batch);
+            run_batch(engine.as_ref(), filled.as_deref(), batch);
         });
         Self { queues, memo }
     }
@@ -326,7 +331,7 @@ impl Batcher {
 
     /// Every text's vector from the memo, or `None` when one is not there.
     fn recall(&self, texts: &[String]) -> Option<Embeddings> {
-        let mut memo = self.memo.lock().unwrap();
+        let mut memo = self.memo.as_ref()?.lock().unwrap();
         let mut out = Embeddings {
             vectors: Vec::with_capacity(texts.len()),
             tokens: Vec::with_capacity(texts.len()),
@@ -342,7 +347,7 @@ impl Batcher {
 
 /// Embeds the jobs' distinct texts in one call, gives each job its part and
 /// keeps the vectors in the memo.
-fn run_batch(engine: &dyn EmbeddingEngine, memo: &Memo, batch: Vec<Job>) {
+fn run_batch(engine: &dyn EmbeddingEngine, memo: Option<&Memo>, batch: Vec<Job>) {
     // Each job's texts as places in `distinct`.
     let mut distinct: Vec<String> = Vec::new();
     let mut slot: HashMap<&str, usize> = HashMap::new();
@@ -359,7 +364,7 @@ fn run_batch(engine: &dyn EmbeddingEngine, memo: &Memo, batch: Vec<Job>) {
     }
     match engine.embed(&distinct) {
         Ok(out) => {
-            {
+            if let Some(memo) = memo {
                 let mut memo = memo.lock().unwrap();
                 for ((text, vector), tokens) in distinct.iter().zip(&out.vectors).zip(&out.tokens) {
                     if text.chars().count() <= MEMO_MAX_CHARS {
@@ -408,7 +413,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn calls_waiting_together_share_a_batch_and_each_gets_its_own_vectors() {
         let engine = Arc::new(Lengths(AtomicUsize::new(0)));
-        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
         let calls: Vec<_> = (1..=20)
             .map(|n| {
                 let batcher = batcher.clone();
@@ -462,7 +467,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_goes_before_waiting_background_work_and_alone() {
         let engine = Arc::new(Recorder(Mutex::default()));
-        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
         let call = |text: &str, priority| {
             let (batcher, text) = (batcher.clone(), text.to_string());
             tokio::spawn(async move { batcher.embed(vec![text], priority).await })
@@ -494,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn a_text_is_embedded_once_and_then_answered_from_the_memo() {
         let engine = Arc::new(Lengths(AtomicUsize::new(0)));
-        let batcher = Batcher::start(engine.clone());
+        let batcher = Batcher::start(engine.clone(), MEMO_TEXTS);
         let texts = vec!["hola".to_string(), "mundo!".to_string()];
         let first = batcher
             .embed(texts.clone(), Priority::Request)
@@ -527,7 +532,7 @@ mod tests {
     #[tokio::test]
     async fn the_same_text_waiting_in_several_calls_is_embedded_once() {
         let engine = Arc::new(Recorder(Mutex::default()));
-        let batcher = Arc::new(Batcher::start(engine.clone()));
+        let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
         let call = |texts: &[&str]| {
             let batcher = batcher.clone();
             let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
@@ -549,5 +554,16 @@ mod tests {
                 vec!["same".to_string(), "other".to_string()]
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn without_a_memo_every_call_runs_the_model() {
+        let engine = Arc::new(Lengths(AtomicUsize::new(0)));
+        let batcher = Batcher::start(engine.clone(), 0);
+        for _ in 0..2 {
+            let out = batcher.embed(vec!["hola".into()], Priority::Request).await;
+            assert_eq!(out.unwrap().vectors, vec![vec![4.0]]);
+        }
+        assert_eq!(engine.0.load(Ordering::SeqCst), 2);
     }
 }

@@ -29,6 +29,10 @@ struct Args {
     /// `http://<this>/metrics`.
     #[arg(long, env = "AIES_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Embeddings kept per model for texts asked again; 0 turns the memo
+    /// off (its speed tells any tenant that a text was embedded lately).
+    #[arg(long, default_value_t = aies_host::llm::MEMO_TEXTS, env = "AIES_EMBEDDING_MEMO")]
+    embedding_memo: usize,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -57,6 +61,7 @@ async fn serve() -> Result<()> {
     config.model_dir = args.model_dir;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.metrics_listen = args.metrics_listen;
+    config.embedding_memo = args.embedding_memo;
     let server = aies_host::Server::bind(&config, args.listen)
         .await
         .with_context(|| format!("starting {}", args.manifest.display()))?;
