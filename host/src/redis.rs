@@ -69,10 +69,33 @@ impl RequestState {
 
 /// Runs `cmd`; a Redis error is the guest's to handle.
 async fn query<T: redis::FromRedisValue>(
-    mut conn: ConnectionManager,
+    conn: ConnectionManager,
     cmd: &redis::Cmd,
 ) -> wasmtime::Result<Result<T, Error>> {
-    Ok(cmd.query_async(&mut conn).await.map_err(other))
+    Ok(send(conn, cmd).await.map_err(other))
+}
+
+/// Sends `cmd`, once more if it never left: after Redis restarts, the first
+/// command on the old connection finds it broken (the connection manager
+/// reconnects as it reports that) and was never sent, so sending it again
+/// cannot apply it twice. Any other failure is returned as it is.
+async fn send<T: redis::FromRedisValue>(
+    mut conn: ConnectionManager,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(&mut conn).await {
+        Err(e) if never_sent(&e) => {
+            tracing::info!("Redis connection was broken; sending the command again: {e}");
+            cmd.query_async(&mut conn).await
+        }
+        result => result,
+    }
+}
+
+/// A broken pipe: the connection was gone before the command was written.
+/// (The crate does not expose the I/O error's kind; its text names it.)
+fn never_sent(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() && e.to_string().to_lowercase().contains("broken pipe")
 }
 
 impl wit::Host for RequestState {}
@@ -134,8 +157,7 @@ impl wit::HostConnection for RequestState {
         key: String,
     ) -> wasmtime::Result<Result<i64, Error>> {
         // A key holding a non-integer is Redis's only failure here.
-        let mut c = self.conn(&r)?;
-        let result = redis::cmd("INCR").arg(key).query_async(&mut c).await;
+        let result = send(self.conn(&r)?, redis::cmd("INCR").arg(key)).await;
         Ok(result.map_err(|e| match e.kind() {
             redis::ErrorKind::Server(_) => Error::TypeError,
             _ => other(e),
@@ -182,7 +204,7 @@ impl wit::HostConnection for RequestState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
-        let mut c = self.conn(&r)?;
+        let c = self.conn(&r)?;
         let mut cmd = redis::cmd(&command);
         for a in arguments {
             match a {
@@ -190,7 +212,7 @@ impl wit::HostConnection for RequestState {
                 RedisParameter::Binary(b) => cmd.arg(b),
             };
         }
-        let value: Value = match cmd.query_async(&mut c).await {
+        let value: Value = match send(c, &cmd).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(other(e))),
         };
