@@ -328,14 +328,22 @@ pub fn topic_size_at(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
         .set("group.id", "watermarks")
         .create()
         .unwrap();
-    (0..partitions)
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            high - low
-        })
-        .sum()
+    // A broker busy with another test's backlog may miss one metadata
+    // deadline; a few attempts tell that from a broker that is gone.
+    let watermarks = |p| {
+        let mut attempt = 0;
+        loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok((low, high)) => return high - low,
+                Err(e) if attempt < 5 => {
+                    eprintln!("watermarks of {topic}/{p}: {e}; asking again");
+                    attempt += 1;
+                }
+                Err(e) => panic!("watermarks of {topic}/{p}: {e}"),
+            }
+        }
+    };
+    (0..partitions).map(watermarks).sum()
 }
 
 /// How the system under test is set up.
