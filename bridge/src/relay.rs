@@ -30,10 +30,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
-use crate::idle::{Action, IdlePoll};
 use crate::in_flight::Limit;
 use crate::invoker::{InvokeError, Invoker};
 use crate::metrics::{Metrics, PartitionLabel};
@@ -62,8 +61,6 @@ struct Lane {
     name: &'static str,
     topic: String,
     group: String,
-    /// Told when this bridge put an event on the lane.
-    enqueued: Option<Arc<Notify>>,
 }
 
 /// One consumer of a lane, replaced when the watchdog finds it stalled.
@@ -95,7 +92,6 @@ pub async fn run(
     config: BridgeConfig,
     producer: FutureProducer,
     metrics: Arc<Metrics>,
-    enqueued: Arc<Notify>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let http = reqwest::Client::builder()
@@ -106,13 +102,11 @@ pub async fn run(
             name: "api",
             topic: config.api_topic.clone(),
             group: config.api_group(),
-            enqueued: Some(enqueued),
         },
         Lane {
             name: "batch",
             topic: config.raw_topic.clone(),
             group: config.group.clone(),
-            enqueued: None,
         },
     ];
     let invoker = Invoker::start(
@@ -237,34 +231,13 @@ impl Relay {
         let mut last_received = Instant::now();
         // Several bridges should not all rejoin at the same moment.
         let stall_after = stall_after.mul_f64(1.0 + f64::from(jitter_permille()) / 4000.0);
-        let idle_after = Duration::from_millis(self.config.idle_pause_ms);
-        let mut idle = IdlePoll::new(idle_after, tokio::time::Instant::now());
-        let enqueued = || async {
-            match &lane.enqueued {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         loop {
             let message = tokio::select! {
                 m = current.consumer.recv() => m,
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
-                () = sleep_until(idle.deadline()), if !idle_after.is_zero() => {
-                    self.set_polling(lane.name, current, idle.due());
-                    continue;
-                }
-                () = enqueued() => {
-                    let action = idle.activity(tokio::time::Instant::now());
-                    self.set_polling(lane.name, current, action);
-                    continue;
-                }
                 Ok(()) = lag_rx.changed() => {
                     let Some(lag) = lag_rx.borrow_and_update().clone() else { continue };
                     self.record_lag(lane.name, &lag);
-                    if lag.partitions.iter().any(|p| p.mine && p.lag() > 0) {
-                        let action = idle.activity(tokio::time::Instant::now());
-                        self.set_polling(lane.name, current, action);
-                    }
                     let now = Instant::now();
                     dog.observe(&lag, now);
                     // A lane with every slot taken, or held by an outage, is
@@ -295,33 +268,12 @@ impl Relay {
                 }
             };
             last_received = Instant::now();
-            let action = idle.activity(tokio::time::Instant::now());
-            self.set_polling(lane.name, current, action);
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
             };
             self.start(lane.name, current.clone(), limit.clone(), message, permit);
         }
-    }
-
-    /// Pauses or resumes fetching the lane's partitions (see [`IdlePoll`]).
-    fn set_polling(&self, lane: &'static str, current: &Arc<LaneConsumer>, action: Option<Action>) {
-        let Some(action) = action else { return };
-        let consumer = &current.consumer;
-        let done = consumer.assignment().and_then(|partitions| match action {
-            Action::Pause => consumer.pause(&partitions),
-            Action::Resume => {
-                consumer.resume(&partitions)?;
-                wake_fetcher(current.clone(), partitions);
-                Ok(())
-            }
-        });
-        if let Err(e) = done {
-            tracing::debug!(lane, "{action:?} of the idle lane's partitions: {e}");
-        }
-        let paused = self.metrics.paused.get_or_create(&Metrics::lane(lane));
-        paused.set(i64::from(action == Action::Pause));
     }
 
     /// Runs one event in its own task, after the previous event of its key.
@@ -628,31 +580,6 @@ impl Relay {
             .get_or_create(&Metrics::lane(lane))
             .inc();
         Ok(())
-    }
-}
-
-/// librdkafka's broker thread notices resumed partitions only when it next
-/// wakes (up to a second later: 365 ms measured); a request to the
-/// partitions' leader (their watermarks, one short query) wakes it at once.
-fn wake_fetcher(current: Arc<LaneConsumer>, partitions: TopicPartitionList) {
-    tokio::task::spawn_blocking(move || {
-        for p in partitions.elements() {
-            let asked =
-                current
-                    .consumer
-                    .fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(2));
-            if let Err(e) = asked {
-                tracing::debug!("waking the fetcher of {}/{}: {e}", p.topic(), p.partition());
-            }
-        }
-    });
-}
-
-/// Sleeps until `deadline`, or for ever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
