@@ -154,6 +154,11 @@ fn aies_up(setup: &Setup, fake: &FakeLlm, data: &std::path::Path) -> Proc {
             .env("AIES_MANIFEST", crate::harness::manifest())
             .env("AIES_LISTEN", format!("127.0.0.1:{}", p.http))
             .env("AIES_BRIDGE_LISTEN", format!("127.0.0.1:{}", p.bridge))
+            // Not the default 3001: two tests run aies-up at once.
+            .env(
+                "AIES_METRICS_LISTEN",
+                format!("127.0.0.1:{}", crate::harness::free_port()),
+            )
             .env("REDIS_HOST", "127.0.0.1")
             .env("REDIS_PORT", p.redis.to_string())
             .env("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap())
