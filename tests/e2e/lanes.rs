@@ -62,3 +62,66 @@ async fn an_api_miss_is_not_starved_by_a_batch_backlog() {
         );
     }
 }
+
+/// `aies_bridge_lane_paused{lane}` on the first bridge's `/metrics` (0
+/// before the lane first paused).
+async fn lane_paused(system: &System, lane: &str) -> f64 {
+    let text = system
+        .client
+        .get(format!("http://{}/metrics", system.bridge_http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = format!("aies_bridge_lane_paused{{lane=\"{lane}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until both lanes have paused polling (30 s at most).
+async fn wait_idle(system: &System) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lane_paused(system, "api").await != 1.0 || lane_paused(system, "batch").await != 1.0 {
+        assert!(Instant::now() < deadline, "the idle lanes never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An idle lane stops polling the broker (its fetches were most of an idle
+/// stack's CPU) and still takes every event: an API prompt is looked for
+/// at once (the bridge that enqueued it wakes its lane), a batch event
+/// when the lag watcher sees it waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_lanes_stop_polling_and_still_take_events() {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("idle-lanes").llm(&fake, "openai")).await;
+    wait_idle(&system).await;
+    let asked = system.complete("a question after a quiet time").await;
+    assert_eq!(
+        asked.result.as_deref(),
+        Some(crate::fake_llm::answer("openai", "a question after a quiet time").as_str())
+    );
+
+    wait_idle(&system).await;
+    let event = serde_json::json!({ "prompt": "a batch event after a quiet time" });
+    crate::harness::produce(
+        &crate::harness::producer(),
+        &system.topics.raw,
+        None,
+        &event.to_string(),
+    )
+    .await;
+    let results = crate::harness::consume(&system.topics.results, 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .any(|(_, r)| r.contains("a batch event after a quiet time")),
+        "{results:?}"
+    );
+    assert_eq!(fake.calls(), 2, "{:?}", fake.prompts());
+}
