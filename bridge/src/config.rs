@@ -93,12 +93,6 @@ pub struct BridgeConfig {
     /// above the group's session timeout.
     #[arg(long, env = "AIES_STALL_TIMEOUT_SECS", default_value_t = 10)]
     pub stall_timeout_secs: u64,
-    /// A lane that received nothing for this long (milliseconds) stops
-    /// polling the broker until an event is enqueued through this bridge
-    /// (at once) or the lag watcher finds events waiting (within 250 ms).
-    /// 0 polls all the time (every 20 ms).
-    #[arg(long, env = "AIES_IDLE_PAUSE_MS", default_value_t = 1000)]
-    pub idle_pause_ms: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::{BridgeConfig, Metrics};
 
@@ -26,7 +25,6 @@ use crate::{BridgeConfig, Metrics};
 struct Ctx {
     producer: FutureProducer,
     topic: String,
-    enqueued: Arc<Notify>,
 }
 
 pub async fn serve(
@@ -34,13 +32,11 @@ pub async fn serve(
     producer: FutureProducer,
     config: BridgeConfig,
     metrics: Arc<Metrics>,
-    enqueued: Arc<Notify>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let ctx = Ctx {
         producer,
         topic: config.api_topic,
-        enqueued,
     };
     let metrics = get(move || async move {
         (
@@ -111,7 +107,6 @@ async fn enqueue(State(ctx): State<Ctx>, body: Result<Json<RawEvent>, JsonReject
     }
     match ctx.producer.send(record, Duration::from_secs(10)).await {
         Ok(delivery) => {
-            ctx.enqueued.notify_one();
             let trace_id = event
                 .traceparent
                 .as_deref()

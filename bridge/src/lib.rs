@@ -14,7 +14,6 @@
 
 pub mod config;
 mod enqueue;
-mod idle;
 pub mod in_flight;
 mod invoker;
 pub mod metrics;
@@ -74,17 +73,14 @@ impl Bridge {
             let _ = stop_tx.send(true);
         });
         topics::ensure(&self.config).await;
-        // An event enqueued here wakes the API lane from its idle pause.
-        let enqueued = Arc::new(tokio::sync::Notify::new());
         let enqueue = enqueue::serve(
             self.listener,
             producer.clone(),
             self.config.clone(),
             metrics.clone(),
-            enqueued.clone(),
             wait(stop_rx.clone()),
         );
-        let relay = relay::run(self.config, producer, metrics, enqueued, stop_rx);
+        let relay = relay::run(self.config, producer, metrics, stop_rx);
         let (e, r) = tokio::join!(enqueue, relay);
         e.and(r)
     }

@@ -31,7 +31,6 @@ pub struct Metrics {
     pub stalls: Family<LaneLabel, Counter>,
     pub in_flight: Family<LaneLabel, Gauge>,
     pub in_flight_limit: Family<LaneLabel, Gauge>,
-    pub paused: Family<LaneLabel, Gauge>,
     pub lag: Family<PartitionLabel, Gauge>,
     pub invoke_seconds: Histograms,
     pub invoke_batch_events: Histogram,
@@ -49,7 +48,6 @@ impl Default for Metrics {
             stalls: Family::default(),
             in_flight: Family::default(),
             in_flight_limit: Family::default(),
-            paused: Family::default(),
             lag: Family::default(),
             invoke_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.002, 2.0, 16))
@@ -93,11 +91,6 @@ impl Default for Metrics {
             "events_in_flight_limit",
             "Events a lane may hold at once (AIES_MAX_IN_FLIGHT, or sized by Little's law)",
             m.in_flight_limit.clone(),
-        );
-        r.register(
-            "lane_paused",
-            "1 while an idle lane has stopped polling the broker (AIES_IDLE_PAUSE_MS)",
-            m.paused.clone(),
         );
         r.register(
             "partition_lag",

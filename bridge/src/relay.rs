@@ -23,7 +23,6 @@ use aies_contract::{
 use anyhow::{anyhow, bail, Context, Result};
 use futures::future::{FutureExt, Shared};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -31,10 +30,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
-use crate::idle::{Action, IdlePoll};
 use crate::in_flight::Limit;
 use crate::invoker::{InvokeError, Invoker};
 use crate::metrics::{Metrics, PartitionLabel};
@@ -45,8 +43,6 @@ use crate::BridgeConfig;
 /// How long shutdown waits for events in flight before leaving them to be
 /// redelivered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a paused lane looks for events waiting (see `idle`).
-const PEEK_EVERY: Duration = Duration::from_millis(250);
 /// How long closing a consumer waits for its final offset commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,8 +61,6 @@ struct Lane {
     name: &'static str,
     topic: String,
     group: String,
-    /// Told when this bridge put an event on the lane.
-    enqueued: Option<Arc<Notify>>,
 }
 
 /// One consumer of a lane, replaced when the watchdog finds it stalled.
@@ -98,7 +92,6 @@ pub async fn run(
     config: BridgeConfig,
     producer: FutureProducer,
     metrics: Arc<Metrics>,
-    enqueued: Arc<Notify>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let http = reqwest::Client::builder()
@@ -109,13 +102,11 @@ pub async fn run(
             name: "api",
             topic: config.api_topic.clone(),
             group: config.api_group(),
-            enqueued: Some(enqueued),
         },
         Lane {
             name: "batch",
             topic: config.raw_topic.clone(),
             group: config.group.clone(),
-            enqueued: None,
         },
     ];
     let invoker = Invoker::start(
@@ -156,8 +147,6 @@ fn consumer(config: &BridgeConfig, lane: &Lane) -> Result<StreamConsumer> {
         // An idle partition is polled again after 20 ms, not librdkafka's
         // 500 ms default: events are latency-sensitive, not batch jobs.
         .set("fetch.wait.max.ms", "20")
-        // Tells the idle pause that a partition's fetching is under way.
-        .set("enable.partition.eof", "true")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "max.poll.interval.ms",
@@ -236,68 +225,19 @@ impl Relay {
         let slots = limit.slots();
         let mut stop = self.stop.clone();
         let (lag_tx, mut lag_rx) = watch::channel(None);
-        let (paused_tx, paused_rx) = watch::channel(false);
-        // Tells the lag watcher only of a change (a send restarts its wait).
-        let tell_paused = |now: bool| {
-            paused_tx.send_if_modified(|p| std::mem::replace(p, now) != now);
-        };
-        let watcher = tokio::spawn(measure_lag(
-            current.clone(),
-            lane.topic.clone(),
-            paused_rx,
-            lag_tx,
-        ));
-        // Partitions whose fetching is under way (a message or an
-        // end-of-partition came): pausing one whose start offset is still
-        // being looked up would leave it stopped.
-        let mut established = std::collections::HashSet::new();
+        let watcher = tokio::spawn(measure_lag(current.clone(), lane.topic.clone(), lag_tx));
         let _abort = AbortOnDrop(watcher);
         let mut dog = Watchdog::default();
         let mut last_received = Instant::now();
         // Several bridges should not all rejoin at the same moment.
         let stall_after = stall_after.mul_f64(1.0 + f64::from(jitter_permille()) / 4000.0);
-        let idle_after = Duration::from_millis(self.config.idle_pause_ms);
-        let mut idle = IdlePoll::new(idle_after, tokio::time::Instant::now());
-        let enqueued = || async {
-            match &lane.enqueued {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         loop {
             let message = tokio::select! {
                 m = current.consumer.recv() => m,
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
-                () = sleep_until(idle.deadline()), if !idle_after.is_zero() => {
-                    // A partition that left (and may come back) starts over.
-                    let assigned = assigned_partitions(&current.consumer);
-                    established.retain(|p| assigned.contains(p));
-                    // Events in flight: busy, not idle (the loop may have
-                    // waited for a slot all this time).
-                    let busy = !current.tracker.lock().unwrap().busy_partitions().is_empty();
-                    let action = if busy || !assigned.is_subset(&established) {
-                        idle.activity(tokio::time::Instant::now())
-                    } else {
-                        idle.due()
-                    };
-                    self.set_polling(lane.name, current, action);
-                    tell_paused(idle.deadline().is_none());
-                    continue;
-                }
-                () = enqueued() => {
-                    let action = idle.activity(tokio::time::Instant::now());
-                    self.set_polling(lane.name, current, action);
-                    tell_paused(false);
-                    continue;
-                }
                 Ok(()) = lag_rx.changed() => {
                     let Some(lag) = lag_rx.borrow_and_update().clone() else { continue };
                     self.record_lag(lane.name, &lag);
-                    if lag.partitions.iter().any(|p| p.mine && p.lag() > 0) {
-                        let action = idle.activity(tokio::time::Instant::now());
-                        self.set_polling(lane.name, current, action);
-                        tell_paused(false);
-                    }
                     let now = Instant::now();
                     dog.observe(&lag, now);
                     // A lane with every slot taken, or held by an outage, is
@@ -321,10 +261,6 @@ impl Relay {
             // A bad read is logged; the loop goes on.
             let message = match message {
                 Ok(m) => m.detach(),
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    established.insert(partition);
-                    continue;
-                }
                 Err(e) => {
                     tracing::warn!(lane = lane.name, "Kafka receive error: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -332,35 +268,12 @@ impl Relay {
                 }
             };
             last_received = Instant::now();
-            established.insert(message.partition());
-            let action = idle.activity(tokio::time::Instant::now());
-            self.set_polling(lane.name, current, action);
-            tell_paused(false);
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
             };
             self.start(lane.name, current.clone(), limit.clone(), message, permit);
         }
-    }
-
-    /// Pauses or resumes fetching the lane's partitions (see [`IdlePoll`]).
-    fn set_polling(&self, lane: &'static str, current: &Arc<LaneConsumer>, action: Option<Action>) {
-        let Some(action) = action else { return };
-        let consumer = &current.consumer;
-        let done = consumer.assignment().and_then(|partitions| match action {
-            Action::Pause => consumer.pause(&partitions),
-            Action::Resume => {
-                consumer.resume(&partitions)?;
-                wake_fetcher(current.clone(), partitions);
-                Ok(())
-            }
-        });
-        if let Err(e) = done {
-            tracing::debug!(lane, "{action:?} of the idle lane's partitions: {e}");
-        }
-        let paused = self.metrics.paused.get_or_create(&Metrics::lane(lane));
-        paused.set(i64::from(action == Action::Pause));
     }
 
     /// Runs one event in its own task, after the previous event of its key.
@@ -670,39 +583,6 @@ impl Relay {
     }
 }
 
-/// librdkafka's broker thread notices resumed partitions only when it next
-/// wakes (up to a second later: 365 ms measured); a request to the
-/// partitions' leader (their watermarks, one short query) wakes it at once.
-fn wake_fetcher(current: Arc<LaneConsumer>, partitions: TopicPartitionList) {
-    tokio::task::spawn_blocking(move || {
-        for p in partitions.elements() {
-            let asked =
-                current
-                    .consumer
-                    .fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(2));
-            if let Err(e) = asked {
-                tracing::debug!("waking the fetcher of {}/{}: {e}", p.topic(), p.partition());
-            }
-        }
-    });
-}
-
-/// The partitions assigned to `consumer` now.
-fn assigned_partitions(consumer: &StreamConsumer) -> std::collections::HashSet<i32> {
-    consumer
-        .assignment()
-        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
-        .unwrap_or_default()
-}
-
-/// Sleeps until `deadline`, or for ever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Keeps a lane's in-flight limit sized to its measured invocation time.
 async fn resize_every_second(limit: Arc<Limit>, metrics: Arc<Metrics>, lane: &'static str) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -740,25 +620,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Measures the lane every [`WATCH_EVERY`], and every [`PEEK_EVERY`] while
-/// it is paused (its events waiting are what wakes it), off the async
-/// threads (the queries block on the broker).
+/// Measures the lane every [`WATCH_EVERY`], off the async threads (the
+/// queries block on the broker).
 async fn measure_lag(
     current: Arc<LaneConsumer>,
     topic: String,
-    mut paused: watch::Receiver<bool>,
     out: watch::Sender<Option<LagReport>>,
 ) {
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let every = if *paused.borrow_and_update() {
-            PEEK_EVERY
-        } else {
-            WATCH_EVERY
-        };
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            Ok(()) = paused.changed() => continue,
-        }
+        every.tick().await;
         let (c, t) = (current.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || watchdog::measure(&c.consumer, &t)).await {
             Ok(Ok(report)) => {
