@@ -276,4 +276,14 @@ mod tests {
         let mut out = Vec::new();
         assert!(flatten(Value::Map(vec![]), &mut out).is_err());
     }
+
+    #[test]
+    fn only_a_command_that_never_left_is_sent_again() {
+        let io = |kind| redis::RedisError::from(std::io::Error::new(kind, "gone"));
+        let broken = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(never_sent(&broken), "{broken}");
+        // A reset may come after the command was written: it may have run.
+        assert!(!never_sent(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!never_sent(&io(std::io::ErrorKind::TimedOut)));
+    }
 }
