@@ -1,8 +1,10 @@
 //! The cache's tiers and guard on the real stack: a repeat is answered by
 //! the exact tier without an embedding; a near-miss above the similarity
 //! threshold is refused by the guard, counted by reason, and goes to the
-//! LLM; a paraphrase is still answered, saying what it matched.
+//! LLM; a paraphrase is still answered, saying what it matched, and asked
+//! again it is answered by its alias.
 
+use crate::cache_admin::{admin, ADMIN_TOKEN};
 use crate::fake_llm::{answer, FakeLlm};
 use crate::harness::{metric, Options, System};
 use serde_json::json;
@@ -86,6 +88,74 @@ async fn near_misses_are_refused_by_the_guard_and_paraphrases_still_hit() {
     // The two cached prompts and the two near-misses reached the LLM; the
     // paraphrase did not.
     assert_eq!(fake.calls(), 4);
+}
+
+/// A paraphrase asked again is answered by the alias its first semantic
+/// hit left (the same entry and similarity, no embedding), but only in its
+/// tenant, under the thresholds that accepted it, and while its entry lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_paraphrase_is_answered_by_its_alias() {
+    let fake = FakeLlm::start().await;
+    let mut options = Options::new("alias").llm(&fake, "openai");
+    // Remote embeddings, so that every embedding is counted.
+    for (k, v) in [
+        ("embedding_provider", "openai"),
+        ("admin_token", ADMIN_TOKEN),
+    ] {
+        options.variables.insert(k.into(), v.into());
+    }
+    let system = System::start(options).await;
+    let prompt = "Where is the Eiffel Tower?";
+    let paraphrase = "Where is the Eiffel Tower, please?";
+    for tenant in [None, Some("acme")] {
+        system
+            .complete_json(json!({ "prompt": prompt }), tenant)
+            .await;
+    }
+    let (status, first) = system.process(paraphrase, None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["cache"]["tier"], "semantic", "{first}");
+    let embedded = fake.embedding_calls();
+
+    let (status, again) = system
+        .process("  where is the EIFFEL tower please", None)
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["cache"], first["cache"],
+        "the same entry, tier and similarity"
+    );
+    assert_eq!(again["result"], answer("openai", prompt));
+    assert_eq!(
+        fake.embedding_calls(),
+        embedded,
+        "no embedding for a repeat"
+    );
+
+    // Another tenant's lookup is its own: embedded, and its own entry.
+    let (status, theirs) = system.process(paraphrase, Some("acme")).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_ne!(theirs["cache"]["entry"], first["cache"]["entry"]);
+    assert_eq!(fake.embedding_calls(), embedded + 1);
+
+    // A stricter threshold than the one that accepted it: not served.
+    let similarity = first["cache"]["similarity"].as_f64().unwrap();
+    let strict = json!({"prompt": paraphrase, "cache_threshold": (similarity + 1.0) / 2.0});
+    let (status, body) = system.process_json(strict, None).await;
+    assert_eq!(status, 202, "{body}");
+    system
+        .finished(body["task_id"].as_str().unwrap(), None)
+        .await;
+
+    // Its entry invalidated, acme's alias answers nothing.
+    let entry = json!({ "entry": theirs["cache"]["entry"] });
+    let (status, gone) = admin(&system, "POST", "invalidate", Some(entry)).await;
+    assert_eq!((status, gone["deleted"].as_i64()), (200, Some(1)), "{gone}");
+    let (status, body) = system.process(paraphrase, Some("acme")).await;
+    assert_eq!(status, 202, "{body}");
+    system
+        .finished(body["task_id"].as_str().unwrap(), Some("acme"))
+        .await;
 }
 
 /// An answer is served only in the scope it was made in: tenant, system

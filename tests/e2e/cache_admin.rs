@@ -7,9 +7,9 @@ use crate::harness::{metric, Options, System};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-async fn admin(system: &System, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub async fn admin(system: &System, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let url = system.url(&format!("/admin/cache/{path}"));
     let mut req = match method {
         "GET" => system.client.get(url),

@@ -11,6 +11,11 @@
 //!   candidates are reported with their reason. Creates the model's HNSW
 //!   cosine index (`<cache_index>_<model>`, dimension `vector_dimension`)
 //!   when it does not exist yet.
+//!   A semantic hit is remembered for the prompt that asked it (an
+//!   **alias**, `cache_alias_ttl_seconds`, at most the entry's own TTL):
+//!   the same prompt asked again is answered by the exact tier's script,
+//!   with no embedding and no KNN, for as long as the entry still holds
+//!   that very answer and the thresholds that accepted it are unchanged.
 //! - `POST /insert` `{"model","scope","tenant","prompt","result","task_id",
 //!   "vector"}`: one hash per (model, tenant, scope, folded prompt), and the
 //!   exact tier's pointer to it; inserting again overwrites both.
@@ -44,6 +49,9 @@ const KEY_PREFIX: &str = "aies:cache:";
 /// The exact tier: `aies:exact:<tenant>:<scope>:<prompt hash>` names the
 /// entry.
 const EXACT_PREFIX: &str = "aies:exact:";
+/// Aliases: `aies:alias:<tenant>:<scope>:<prompt hash>` names the entry a
+/// semantic lookup of that prompt accepted, and what accepted it.
+const ALIAS_PREFIX: &str = "aies:alias:";
 /// Every entry by its last use (ms): what `cache_max_entries` evicts by.
 const LRU_KEY: &str = "aies:cache_lru";
 /// Nearest entries examined per lookup: the best one above the threshold
@@ -132,7 +140,7 @@ fn blob(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 
-fn lookup(req: LookupRequest) -> Result<LookupResponse> {
+fn lookup(mut req: LookupRequest) -> Result<LookupResponse> {
     if !valid_tenant(&req.tenant) {
         bail!("invalid tenant {:?}", req.tenant);
     }
@@ -140,9 +148,9 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
         bail!("invalid scope {:?}", req.scope);
     }
     let conn = redis(DB_CACHE)?;
-    let (Some(vector), Some(model)) = (req.vector, req.model) else {
+    let (Some(vector), Some(model)) = (req.vector.take(), req.model.take()) else {
         return Ok(LookupResponse {
-            hit: exact(&conn, &req.tenant, &req.scope, &req.prompt)?,
+            hit: exact(&conn, &req)?,
             refused: Vec::new(),
         });
     };
@@ -205,7 +213,7 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
             &s.policy,
         ) {
             Ok(_) => {
-                touch(&conn, &hit.entry)?;
+                remember(&conn, &req, &model, &s, &hit)?;
                 return Ok(LookupResponse {
                     hit: Some(hit),
                     refused,
@@ -218,51 +226,114 @@ fn lookup(req: LookupRequest) -> Result<LookupResponse> {
 }
 
 /// The exact tier: the entry for this very prompt in its tenant and scope,
-/// in one round trip (a script follows the pointer and marks the use).
-fn exact(conn: &Connection, tenant: &str, scope: &str, prompt: &str) -> Result<Option<CacheHit>> {
+/// or the one a semantic lookup of it accepted (its alias), in one round
+/// trip (a script follows the pointer and marks the use).
+fn exact(conn: &Connection, req: &LookupRequest) -> Result<Option<CacheHit>> {
     const SCRIPT: &str = r#"
 local entry = redis.call('GET', KEYS[1])
-if not entry then return {} end
+local alias = {}
+if not entry then
+  alias = redis.call('HMGET', KEYS[3], 'entry', 'task_id', 'similarity', 'model',
+    'threshold', 'reworded')
+  entry = alias[1]
+  if not entry then return {} end
+end
 local found = redis.call('HMGET', entry, 'prompt', 'result', 'task_id')
 if not found[1] then return {} end
+-- An alias names one answer, not a later one made for the entry's prompt.
+if alias[2] and alias[2] ~= found[3] then return {} end
 redis.call('ZADD', KEYS[2], 'XX', ARGV[1], entry)
-return {entry, found[1], found[2], found[3]}"#;
-    let pointer = format!("{EXACT_PREFIX}{}", exact_id(tenant, scope, prompt));
+return {entry, found[1], found[2], found[3], alias[3], alias[4], alias[5], alias[6]}"#;
+    let id = exact_id(&req.tenant, &req.scope, &req.prompt);
     let args = [
         arg(SCRIPT),
-        RedisParameter::Int64(2),
-        arg(&pointer),
+        RedisParameter::Int64(3),
+        arg(format!("{EXACT_PREFIX}{id}")),
         arg(LRU_KEY),
+        arg(format!("{ALIAS_PREFIX}{id}")),
         arg(now_millis().to_string()),
     ];
     let reply = execute(conn, "EVAL", &args)?;
     let values: Vec<Option<String>> = reply.iter().map(text).collect();
-    let [Some(entry), Some(cached), Some(result), Some(task_id)] = values.as_slice() else {
-        return Ok(None);
+    let hit = |tier, entry: &String, prompt: &String, result: &String, task_id: &String| {
+        CacheHit {
+            tier,
+            prompt: prompt.clone(),
+            result: result.clone(),
+            similarity: 1.0,
+            task_id: task_id.clone(),
+            entry: entry.clone(),
+            scope: req.scope.clone(),
+        }
     };
-    // The key is a hash of the folded prompt: make sure it is this one.
-    if normalize(cached) != normalize(prompt) {
-        return Ok(None);
+    match values.as_slice() {
+        // The key is a hash of the folded prompt: make sure it is this one.
+        [Some(entry), Some(cached), Some(result), Some(task_id)] => {
+            Ok((normalize(cached) == normalize(&req.prompt))
+                .then(|| hit(CacheTier::Exact, entry, cached, result, task_id)))
+        }
+        // An alias (its key is the hash of this prompt) serves only under
+        // the thresholds that accepted it.
+        [Some(entry), Some(cached), Some(result), Some(task_id), Some(similarity), Some(model), Some(threshold), Some(reworded)] =>
+        {
+            let s = settings(model, req.threshold)?;
+            let same = |stored: &str, now: f32| stored.parse::<f32>().is_ok_and(|v| v == now);
+            let Ok(similarity) = similarity.parse::<f32>() else {
+                return Ok(None);
+            };
+            if !same(threshold, s.threshold) || !same(reworded, s.policy.reworded_similarity) {
+                return Ok(None);
+            }
+            Ok(Some(CacheHit {
+                similarity,
+                ..hit(CacheTier::Semantic, entry, cached, result, task_id)
+            }))
+        }
+        _ => Ok(None),
     }
-    Ok(Some(CacheHit {
-        tier: CacheTier::Exact,
-        prompt: cached.clone(),
-        result: result.clone(),
-        similarity: 1.0,
-        task_id: task_id.clone(),
-        entry: entry.clone(),
-        scope: scope.to_string(),
-    }))
 }
 
-/// Marks an entry as used now (what eviction goes by).
-fn touch(conn: &Connection, entry: &str) -> Result<()> {
-    let now = now_millis().to_string();
-    execute(
-        conn,
-        "ZADD",
-        &[arg(LRU_KEY), arg("XX"), arg(&now), arg(entry)],
-    )?;
+/// Marks a semantic hit's entry as used now (what eviction goes by) and
+/// remembers it for this prompt: an alias naming the entry, its answer,
+/// the similarity and what accepted it, for `cache_alias_ttl_seconds` but
+/// never longer than the entry lives (0: no aliases).
+fn remember(
+    conn: &Connection,
+    req: &LookupRequest,
+    model: &str,
+    s: &Settings,
+    hit: &CacheHit,
+) -> Result<()> {
+    const SCRIPT: &str = r#"
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], KEYS[2])
+local ms = tonumber(ARGV[2])
+if ms <= 0 then return 0 end
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 and left < ms then ms = left end
+redis.call('HSET', KEYS[3], 'entry', KEYS[2], 'task_id', ARGV[3], 'similarity', ARGV[4],
+  'model', ARGV[5], 'threshold', ARGV[6], 'reworded', ARGV[7])
+redis.call('PEXPIRE', KEYS[3], ms)
+return 1"#;
+    let ttl: i64 = var_parsed("cache_alias_ttl_seconds")?;
+    let alias = format!(
+        "{ALIAS_PREFIX}{}",
+        exact_id(&req.tenant, &req.scope, &req.prompt)
+    );
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(3),
+        arg(LRU_KEY),
+        arg(&hit.entry),
+        arg(alias),
+        arg(now_millis().to_string()),
+        arg(ttl.saturating_mul(1000).to_string()),
+        arg(&hit.task_id),
+        arg(hit.similarity.to_string()),
+        arg(model),
+        arg(s.threshold.to_string()),
+        arg(s.policy.reworded_similarity.to_string()),
+    ];
+    execute(conn, "EVAL", &args)?;
     Ok(())
 }
 
