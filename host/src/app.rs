@@ -149,6 +149,9 @@ impl Drop for App {
 fn engine(max_memory_bytes: usize) -> Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // The components are WASI 0.2 (no component-model async): without the
+    // concurrent-execution state every store and host call bookkept.
+    config.concurrency_support(false);
     let mut pool = PoolingAllocationConfig::default();
     pool.max_memory_size(max_memory_bytes);
     // Requests in flight (most wait on the network: an LLM answering in
