@@ -117,7 +117,7 @@ fn events(args: &ProduceArgs) -> Result<(Vec<Keyed>, usize)> {
 
 pub async fn produce(config: &BridgeConfig, args: &ProduceArgs) -> Result<Summary> {
     let (events, bad) = events(args)?;
-    let producer = crate::producer(config)?;
+    let producer = crate::idempotent_producer(config)?;
     let topic = config.raw_topic.as_str();
     let bar = if args.quiet {
         ProgressBar::hidden()
