@@ -255,23 +255,20 @@ return {entry, found[1], found[2], found[3], alias[3], alias[4], alias[5], alias
     ];
     let reply = execute(conn, "EVAL", &args)?;
     let values: Vec<Option<String>> = reply.iter().map(text).collect();
-    let hit = |tier, entry: &String, prompt: &String, result: &String, task_id: &String| {
-        CacheHit {
-            tier,
-            prompt: prompt.clone(),
-            result: result.clone(),
-            similarity: 1.0,
-            task_id: task_id.clone(),
-            entry: entry.clone(),
-            scope: req.scope.clone(),
-        }
+    let hit = |tier, entry: &String, prompt: &String, result: &String, task_id: &String| CacheHit {
+        tier,
+        prompt: prompt.clone(),
+        result: result.clone(),
+        similarity: 1.0,
+        task_id: task_id.clone(),
+        entry: entry.clone(),
+        scope: req.scope.clone(),
     };
     match values.as_slice() {
         // The key is a hash of the folded prompt: make sure it is this one.
-        [Some(entry), Some(cached), Some(result), Some(task_id)] => {
-            Ok((normalize(cached) == normalize(&req.prompt))
-                .then(|| hit(CacheTier::Exact, entry, cached, result, task_id)))
-        }
+        [Some(entry), Some(cached), Some(result), Some(task_id)] => Ok((normalize(cached)
+            == normalize(&req.prompt))
+        .then(|| hit(CacheTier::Exact, entry, cached, result, task_id))),
         // An alias (its key is the hash of this prompt) serves only under
         // the thresholds that accepted it.
         [Some(entry), Some(cached), Some(result), Some(task_id), Some(similarity), Some(model), Some(threshold), Some(reworded)] =>
@@ -314,7 +311,11 @@ redis.call('HSET', KEYS[3], 'entry', KEYS[2], 'task_id', ARGV[3], 'similarity', 
   'model', ARGV[5], 'threshold', ARGV[6], 'reworded', ARGV[7])
 redis.call('PEXPIRE', KEYS[3], ms)
 return 1"#;
-    let ttl: i64 = var_parsed("cache_alias_ttl_seconds")?;
+    // A manifest from before aliases has no such variable: no aliases.
+    let ttl: i64 = var_parsed("cache_alias_ttl_seconds").unwrap_or_else(|e| {
+        aies_guest::log!("no aliases: {e:#}");
+        0
+    });
     let alias = format!(
         "{ALIAS_PREFIX}{}",
         exact_id(&req.tenant, &req.scope, &req.prompt)
