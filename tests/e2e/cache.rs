@@ -156,6 +156,29 @@ async fn a_repeated_paraphrase_is_answered_by_its_alias() {
     system
         .finished(body["task_id"].as_str().unwrap(), Some("acme"))
         .await;
+
+    // Its entry answered again (a new task at the same key), beta's alias
+    // does not serve the new answer: the lookup embeds and searches again.
+    let beta = Some("beta");
+    system
+        .complete_json(json!({ "prompt": prompt }), beta)
+        .await;
+    let (_, old) = system.process(paraphrase, beta).await;
+    let entry = json!({ "entry": old["cache"]["entry"] });
+    admin(&system, "POST", "invalidate", Some(entry)).await;
+    system
+        .complete_json(json!({ "prompt": prompt }), beta)
+        .await;
+    let embedded = fake.embedding_calls();
+    let (status, new) = system.process(paraphrase, beta).await;
+    assert_eq!(status, 200, "{new}");
+    assert_eq!(new["cache"]["entry"], old["cache"]["entry"]);
+    assert_ne!(new["task_id"], old["task_id"], "the new answer's task");
+    assert_eq!(
+        fake.embedding_calls(),
+        embedded + 1,
+        "the stale alias served"
+    );
 }
 
 /// A manifest written before aliases (no `cache_alias_ttl_seconds` for
