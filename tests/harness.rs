@@ -306,11 +306,21 @@ pub async fn consume(topic: &str, count: usize, within: Duration) -> Result<Mess
 /// Messages of `topic` until `count` distinct keys were seen (at-least-once
 /// delivery may repeat a message).
 pub async fn consume_distinct(topic: &str, count: usize, within: Duration) -> Result<Messages> {
+    consume_distinct_at(&broker().bootstrap, topic, count, within).await
+}
+
+/// [`consume_distinct`] on the broker at `bootstrap`.
+pub async fn consume_distinct_at(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    within: Duration,
+) -> Result<Messages> {
     // Counted as they come (`done` sees each message once, right after it
     // was read): a set built anew per message made the reader quadratic,
     // taking CPU from the system a benchmark measures.
     let mut keys = std::collections::HashSet::new();
-    read_until(topic, within, move |m| {
+    read_until_at(bootstrap, topic, within, move |m| {
         if let Some((key, _)) = m.last() {
             keys.insert(key.clone());
         }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{free_port, manifest, read_until_at, tool, Messages, INVOKE_TOKEN};
+use crate::harness::{consume_distinct_at, free_port, manifest, tool, Messages, INVOKE_TOKEN};
 
 /// Events the relay may hold at once in these tests (fixed, so that it
 /// bounds the LLM calls repeated after a crash).
@@ -430,10 +430,7 @@ pub async fn produce_events_to(
 
 /// Results of `n` distinct tasks on `datos_procesados`.
 pub async fn results(bootstrap: &str, n: usize, within: Duration) -> Result<Messages> {
-    read_until_at(bootstrap, RESULT_TOPIC, within, |m| {
-        m.iter().map(|(k, _)| k).collect::<HashSet<_>>().len() >= n
-    })
-    .await
+    consume_distinct_at(bootstrap, RESULT_TOPIC, n, within).await
 }
 
 /// What a fault test reports and checks at its end.
