@@ -57,7 +57,7 @@ pub struct BridgeConfig {
     )]
     pub invoke_token: Secret,
     /// Events processed at once, per lane: a number, or `auto` (Little's
-    /// law: `AIES_TARGET_RATE` × the measured invocation time).
+    /// law: `AIES_TARGET_RATE` × how long an event holds its slot).
     #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value = "auto")]
     pub max_in_flight: InFlight,
     /// Events per second per lane that `auto` sizes the in-flight limit for.

@@ -3,8 +3,9 @@
 //! Fixed (`AIES_MAX_IN_FLIGHT=<n>`), or `auto` (the default), sized by
 //! Little's law: to sustain `AIES_TARGET_RATE` events/s when each takes `W`
 //! seconds, `rate × W` events must be in flight. `W` is a moving average
-//! of the lane's invocation times, so a 300 ms LLM gets ~15× the slots of
-//! a 20 ms one. The limit stays between [`AUTO_MIN`] and
+//! of how long the lane's events hold a slot (waiting for their key's
+//! previous event, the invocation, the result's delivery to Kafka), so a
+//! 300 ms LLM gets ~15× the slots of a 20 ms one. The limit stays between [`AUTO_MIN`] and
 //! `AIES_MAX_IN_FLIGHT_CEILING`; a slow provider is thus not flooded past
 //! the ceiling, and one that answers at once keeps a small window.
 
@@ -18,7 +19,7 @@ use tokio::sync::Semaphore;
 pub const AUTO_MIN: usize = 32;
 /// Headroom over the exact Little's-law figure (latencies vary).
 const HEADROOM: f64 = 1.25;
-/// Weight of the newest invocation time in the moving average.
+/// Weight of the newest slot-holding time in the moving average.
 const SMOOTHING: f64 = 0.05;
 
 /// `AIES_MAX_IN_FLIGHT`: a number, or `auto`.
@@ -59,7 +60,7 @@ pub struct Limit {
     slots: Arc<Semaphore>,
     /// Permits that exist (taken or free).
     issued: Mutex<usize>,
-    /// Moving average of invocation times, in microseconds (f64 bits).
+    /// Moving average of slot-holding times, in microseconds (f64 bits).
     latency_us: AtomicU64,
 }
 
@@ -88,7 +89,10 @@ impl Limit {
         *self.issued.lock().unwrap()
     }
 
-    /// Records one invocation's time.
+    /// Records how long one event held its slot. A limit that is too small
+    /// grows at once (a slow provider's first answers would otherwise run
+    /// on the starting window until the next [`Self::resize`]); shrinking
+    /// waits for it.
     pub fn observe(&self, took: Duration) {
         let sample = took.as_secs_f64() * 1e6;
         let old = f64::from_bits(self.latency_us.load(Ordering::Relaxed));
@@ -98,6 +102,9 @@ impl Limit {
             old + SMOOTHING * (sample - old)
         };
         self.latency_us.store(new.to_bits(), Ordering::Relaxed);
+        if self.desired() > self.issued() {
+            self.resize();
+        }
     }
 
     /// The limit the measured latency calls for.
@@ -161,6 +168,17 @@ mod tests {
         }
         assert_eq!(limit.resize(), AUTO_MIN);
         assert_eq!(limit.slots().available_permits(), AUTO_MIN);
+    }
+
+    #[test]
+    fn a_slow_answer_grows_the_limit_before_the_next_resize() {
+        let limit = Limit::new(InFlight::Auto, 2000.0, 2048);
+        limit.observe(Duration::from_millis(300));
+        assert_eq!(limit.issued(), 750);
+        assert_eq!(limit.slots().available_permits(), 750);
+        // Faster answers do not take slots away until resize.
+        limit.observe(Duration::from_millis(1));
+        assert_eq!(limit.issued(), 750);
     }
 
     #[test]

@@ -310,12 +310,13 @@ impl Relay {
             trace_id = tracing::field::Empty
         );
         aies_telemetry::set_parent(&span, producer_traceparent(&message).as_deref());
+        let held = Instant::now();
         tokio::spawn(
             async move {
                 if let Some(Some(previous)) = previous {
                     let _ = previous.await;
                 }
-                match relay.process(lane, &limit, &message).await {
+                match relay.process(lane, &message).await {
                     Ok(()) => relay.finish(&current, &message),
                     // Not finished: the offset stays uncommitted, and the
                     // event is read again after a restart or rebalance.
@@ -323,6 +324,10 @@ impl Relay {
                 }
                 relay.metrics.in_flight.get_or_create(&label).dec();
                 let _ = done_tx.send(());
+                // Little's law counts the whole time a slot is held: the
+                // wait for the key's previous event, the invocation and
+                // the result's delivery to Kafka.
+                limit.observe(held.elapsed());
                 drop(permit);
             }
             .instrument(span),
@@ -357,12 +362,7 @@ impl Relay {
 
     /// Runs one event to its end: a result on `datos_procesados`, or the
     /// dead-letter topic. `Err` only when shutdown came first.
-    async fn process(
-        &self,
-        lane: &'static str,
-        limit: &Limit,
-        message: &OwnedMessage,
-    ) -> Result<()> {
+    async fn process(&self, lane: &'static str, message: &OwnedMessage) -> Result<()> {
         // The event's span: a child of the producer's `traceparent` (the
         // Kafka header, else the event's field), or a new trace. With span
         // export on, it is the exported span itself.
@@ -400,7 +400,6 @@ impl Relay {
             request.final_attempt = attempt == attempts;
             let started = Instant::now();
             let outcome = self.invoker.invoke(request.clone()).await;
-            limit.observe(started.elapsed());
             self.metrics
                 .invoke_seconds
                 .get_or_create(&label)
@@ -583,7 +582,8 @@ impl Relay {
     }
 }
 
-/// Keeps a lane's in-flight limit sized to its measured invocation time.
+/// Shrinks a lane's in-flight limit when events hold their slots for less
+/// time (growth happens at once, in [`Limit::observe`]), and reports it.
 async fn resize_every_second(limit: Arc<Limit>, metrics: Arc<Metrics>, lane: &'static str) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
