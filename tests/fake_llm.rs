@@ -52,7 +52,11 @@ impl FakeLlm {
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1beta/models/{call}", post(gemini))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A provider's accept queue is deep; tokio's default (1,024) drops
+        // SYNs when a pipeline opens a thousand connections at once.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(4096).unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { addr, shared }
