@@ -24,7 +24,10 @@
 //! in events/s (1,000 keys, cache off, LLM answering at once and in 300 ms,
 //! in-flight default and a sweep) against Kafka alone (the same events
 //! relayed by a native consumer-producer); the batch flow (prompt-only
-//! events, cache filled); and the process's memory.
+//! events, cache filled); and the process's memory. Each pipeline row (and
+//! the relay) first takes one warm-up event end to end, so its clock starts
+//! on a running system (consumer group joined, as under `make up`), not on
+//! the group's join.
 
 use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
@@ -483,9 +486,11 @@ async fn pipeline(
     let mut options = Options::new("bench-pipeline").llm(&fake, "openai");
     options.max_in_flight = in_flight;
     let system = System::start(options).await;
+    warm_up(&system.topics.raw, &system.topics.results).await?;
     let started = Instant::now();
     produce_all(&system.topics.raw, events, keys, use_cache).await;
-    consume_distinct(&system.topics.results, events, Duration::from_secs(600)).await?;
+    // The warm-up's result is there too.
+    consume_distinct(&system.topics.results, events + 1, Duration::from_secs(600)).await?;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let bridge = reqwest::get(format!("http://{}/metrics", system.bridge_http))
         .await?
@@ -524,6 +529,16 @@ async fn pipeline(
     })
 }
 
+/// One event through to `output`, before a row's clock starts.
+async fn warm_up(input: &str, output: &str) -> Result<()> {
+    let payload = serde_json::json!({"prompt": "warm-up", "use_cache": false}).to_string();
+    produce(&producer(), input, Some("warm-up"), &payload).await;
+    consume_distinct(output, 1, Duration::from_secs(120))
+        .await
+        .context("the warm-up event")?;
+    Ok(())
+}
+
 /// The same events through Kafka with no processing at all: a native
 /// consumer reads each and produces it to another topic.
 async fn kafka_alone(events: usize) -> Result<f64> {
@@ -542,8 +557,8 @@ async fn kafka_alone(events: usize) -> Result<f64> {
             .expect("consumer");
         consumer.subscribe(&[&input]).expect("subscribed");
         let producer = producer();
-        let mut sends = Vec::with_capacity(events);
-        for i in 0..events {
+        let mut sends = Vec::with_capacity(events + 1);
+        for i in 0..=events {
             let m = consumer.recv().await.expect("received").detach();
             let key = format!("{i}");
             let payload = m.payload().unwrap_or_default().to_vec();
@@ -556,9 +571,10 @@ async fn kafka_alone(events: usize) -> Result<f64> {
         }
         futures::future::join_all(sends).await;
     });
+    warm_up(&topics.raw, &topics.results).await?;
     let started = Instant::now();
     produce_all(&topics.raw, events, Some(KEYS), false).await;
-    consume_distinct(&topics.results, events, Duration::from_secs(300)).await?;
+    consume_distinct(&topics.results, events + 1, Duration::from_secs(300)).await?;
     relay.await?;
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }
