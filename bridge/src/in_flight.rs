@@ -3,11 +3,13 @@
 //! Fixed (`AIES_MAX_IN_FLIGHT=<n>`), or `auto` (the default), sized by
 //! Little's law: to sustain `AIES_TARGET_RATE` events/s when each takes `W`
 //! seconds, `rate × W` events must be in flight. `W` is a moving average
-//! of how long the lane's events hold a slot (waiting for their key's
-//! previous event, the invocation, the result's delivery to Kafka), so a
-//! 300 ms LLM gets ~15× the slots of a 20 ms one. The limit stays between [`AUTO_MIN`] and
-//! `AIES_MAX_IN_FLIGHT_CEILING`; a slow provider is thus not flooded past
-//! the ceiling, and one that answers at once keeps a small window.
+//! of how long the lane's events hold a slot once their key's previous
+//! event is done (the invocation and the result's delivery to Kafka;
+//! events that were retried or waited out an outage are left out), so a
+//! 300 ms LLM gets ~15× the slots of a 20 ms one. The limit stays between
+//! [`AUTO_MIN`] and `AIES_MAX_IN_FLIGHT_CEILING`; a slow provider is thus
+//! not flooded past the ceiling, and one that answers at once keeps a
+//! small window.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};

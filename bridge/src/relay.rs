@@ -310,24 +310,32 @@ impl Relay {
             trace_id = tracing::field::Empty
         );
         aies_telemetry::set_parent(&span, producer_traceparent(&message).as_deref());
-        let held = Instant::now();
         tokio::spawn(
             async move {
                 if let Some(Some(previous)) = previous {
                     let _ = previous.await;
                 }
+                let held = Instant::now();
                 match relay.process(lane, &message).await {
-                    Ok(()) => relay.finish(&current, &message),
+                    Ok(first_try) => {
+                        relay.finish(&current, &message);
+                        // Little's law counts the event's own time in its
+                        // slot: the invocation and the result's delivery to
+                        // Kafka. Not a retry's backoff or an outage's wait
+                        // (its own or, through the key's chain, its
+                        // predecessor's): one such event would push the
+                        // limit to its ceiling just as a recovering app is
+                        // flooded.
+                        if first_try {
+                            limit.observe(held.elapsed());
+                        }
+                    }
                     // Not finished: the offset stays uncommitted, and the
                     // event is read again after a restart or rebalance.
                     Err(e) => tracing::warn!("event left uncommitted: {e:#}"),
                 }
                 relay.metrics.in_flight.get_or_create(&label).dec();
                 let _ = done_tx.send(());
-                // Little's law counts the whole time a slot is held: the
-                // wait for the key's previous event, the invocation and
-                // the result's delivery to Kafka.
-                limit.observe(held.elapsed());
                 drop(permit);
             }
             .instrument(span),
@@ -361,8 +369,10 @@ impl Relay {
     }
 
     /// Runs one event to its end: a result on `datos_procesados`, or the
-    /// dead-letter topic. `Err` only when shutdown came first.
-    async fn process(&self, lane: &'static str, message: &OwnedMessage) -> Result<()> {
+    /// dead-letter topic. Answers whether that took one attempt, with no
+    /// wait for the pipeline to come back. `Err` only when shutdown came
+    /// first.
+    async fn process(&self, lane: &'static str, message: &OwnedMessage) -> Result<bool> {
         // The event's span: a child of the producer's `traceparent` (the
         // Kafka header, else the event's field), or a new trace. With span
         // export on, it is the exported span itself.
@@ -373,7 +383,10 @@ impl Relay {
         tracing::Span::current().record("trace_id", &trace.trace_id);
         let event = match parse(message) {
             Ok(e) => e,
-            Err(e) => return self.dead_letter(lane, message, &format!("{e:#}")).await,
+            Err(e) => {
+                self.dead_letter(lane, message, &format!("{e:#}")).await?;
+                return Ok(true);
+            }
         };
         let task_id = event
             .task_id
@@ -396,6 +409,7 @@ impl Relay {
         let label = Metrics::lane(lane);
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
+        let mut first_try = true;
         loop {
             request.final_attempt = attempt == attempts;
             let started = Instant::now();
@@ -408,7 +422,7 @@ impl Relay {
                 Ok(result) if result.status.is_final() => {
                     self.publish_result(&result, &trace).await?;
                     self.metrics.succeeded.get_or_create(&label).inc();
-                    return Ok(());
+                    return Ok(first_try);
                 }
                 Ok(result) => InvokeError::Transient(anyhow!(
                     "llm-invoke answered a task that is not final: {:?}",
@@ -418,16 +432,19 @@ impl Relay {
             };
             match e {
                 InvokeError::Permanent(e) => {
-                    return self.dead_letter(lane, message, &format!("{e:#}")).await
+                    self.dead_letter(lane, message, &format!("{e:#}")).await?;
+                    return Ok(first_try);
                 }
                 InvokeError::Transient(e) => {
+                    first_try = false;
                     // The pipeline being down is not this event's fault.
                     if self.wait_while_pipeline_down().await? {
                         continue;
                     }
                     if attempt == attempts {
                         let reason = format!("gave up after {attempts} attempts: {e:#}");
-                        return self.dead_letter(lane, message, &reason).await;
+                        self.dead_letter(lane, message, &reason).await?;
+                        return Ok(false);
                     }
                     self.metrics.retried.get_or_create(&label).inc();
                     let wait = backoff(attempt, self.config.retry_backoff_ms);
