@@ -10,6 +10,14 @@
 //! [`AUTO_MIN`] and `AIES_MAX_IN_FLIGHT_CEILING`; a slow provider is thus
 //! not flooded past the ceiling, and one that answers at once keeps a
 //! small window.
+//!
+//! A slot is taken only when an event can run: one waiting for its key's
+//! previous event holds a place in the lane's read-ahead instead
+//! ([`Limit::held`], [`HELD_PER_SLOT`] places per slot of the largest
+//! limit). Kafka hands a partition's records over in runs, so with a few
+//! events per key the first thousand read may hold a third as many keys;
+//! were they to take slots, the waiting would crowd out the events that
+//! could run.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +31,9 @@ pub const AUTO_MIN: usize = 32;
 const HEADROOM: f64 = 1.25;
 /// Weight of the newest slot-holding time in the moving average.
 const SMOOTHING: f64 = 0.05;
+/// Events a lane holds (running, or read and waiting for their key) per
+/// slot of its largest limit.
+pub const HELD_PER_SLOT: usize = 4;
 
 /// `AIES_MAX_IN_FLIGHT`: a number, or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +73,9 @@ pub struct Limit {
     slots: Arc<Semaphore>,
     /// Permits that exist (taken or free).
     issued: Mutex<usize>,
+    /// One permit per event read and not finished.
+    held: Arc<Semaphore>,
+    held_capacity: usize,
     /// Moving average of slot-holding times, in microseconds (f64 bits).
     latency_us: AtomicU64,
 }
@@ -72,21 +86,39 @@ impl Limit {
             InFlight::Fixed(n) => n,
             InFlight::Auto => AUTO_MIN.min(ceiling.max(1)),
         };
+        let largest = match mode {
+            InFlight::Fixed(n) => n,
+            InFlight::Auto => ceiling.max(1),
+        };
+        let held_capacity = largest.saturating_mul(HELD_PER_SLOT);
         Self {
             mode,
             target_rate,
             ceiling: ceiling.max(1),
             slots: Arc::new(Semaphore::new(start)),
             issued: Mutex::new(start),
+            held: Arc::new(Semaphore::new(held_capacity)),
+            held_capacity,
             latency_us: AtomicU64::new(0f64.to_bits()),
         }
     }
 
+    /// Taken by an event while it runs.
     pub fn slots(&self) -> &Arc<Semaphore> {
         &self.slots
     }
 
-    /// Permits that exist now (what a drain must get back).
+    /// Taken by an event from the moment it is read until it finishes.
+    pub fn held(&self) -> &Arc<Semaphore> {
+        &self.held
+    }
+
+    /// Permits of [`Self::held`]: what a drain must get back.
+    pub fn held_capacity(&self) -> u32 {
+        u32::try_from(self.held_capacity).unwrap_or(u32::MAX)
+    }
+
+    /// Permits that exist now.
     pub fn issued(&self) -> usize {
         *self.issued.lock().unwrap()
     }
@@ -199,6 +231,18 @@ mod tests {
         drop(held);
         assert_eq!(limit.resize(), AUTO_MIN);
         assert_eq!(limit.slots().available_permits(), AUTO_MIN);
+    }
+
+    #[test]
+    fn the_read_ahead_is_a_multiple_of_the_largest_limit() {
+        let auto = Limit::new(InFlight::Auto, 2000.0, 2048);
+        assert_eq!(auto.held_capacity(), 2048 * HELD_PER_SLOT as u32);
+        assert_eq!(auto.held().available_permits(), 2048 * HELD_PER_SLOT);
+        let fixed = Limit::new(InFlight::Fixed(32), 2000.0, 2048);
+        assert_eq!(fixed.held_capacity(), 32 * HELD_PER_SLOT as u32);
+        // Resizing the slots leaves it as it is.
+        auto.observe(Duration::from_millis(300));
+        assert_eq!(auto.held().available_permits(), 2048 * HELD_PER_SLOT);
     }
 
     #[test]

@@ -168,7 +168,6 @@ impl Relay {
             self.config.target_rate,
             self.config.max_in_flight_ceiling,
         ));
-        let slots = limit.slots().clone();
         let _resizer = AbortOnDrop(tokio::spawn(resize_every_second(
             limit.clone(),
             self.metrics.clone(),
@@ -194,8 +193,11 @@ impl Relay {
                     "relay stopping: draining events in flight"
                 );
             }
-            let issued = limit.issued() as u32;
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(issued)).await;
+            let drained = tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                limit.held().acquire_many(limit.held_capacity()),
+            )
+            .await;
             if drained.is_err() {
                 tracing::warn!(
                     lane = lane.name,
@@ -222,7 +224,7 @@ impl Relay {
         limit: &Arc<Limit>,
         stall_after: Duration,
     ) -> Exit {
-        let slots = limit.slots();
+        let (slots, held) = (limit.slots(), limit.held());
         let mut stop = self.stop.clone();
         let (lag_tx, mut lag_rx) = watch::channel(None);
         let watcher = tokio::spawn(measure_lag(current.clone(), lane.topic.clone(), lag_tx));
@@ -240,9 +242,10 @@ impl Relay {
                     self.record_lag(lane.name, &lag);
                     let now = Instant::now();
                     dog.observe(&lag, now);
-                    // A lane with every slot taken, or held by an outage, is
-                    // busy, not stalled.
-                    if slots.available_permits() == 0 || self.outage.load(Ordering::SeqCst) {
+                    // A lane with every slot or its read-ahead taken, or held
+                    // by an outage, is busy, not stalled.
+                    let full = slots.available_permits() == 0 || held.available_permits() == 0;
+                    if full || self.outage.load(Ordering::SeqCst) {
                         continue;
                     }
                     let busy = current.tracker.lock().unwrap().busy_partitions();
@@ -269,21 +272,22 @@ impl Relay {
             };
             last_received = Instant::now();
             let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                p = held.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
             };
             self.start(lane.name, current.clone(), limit.clone(), message, permit);
         }
     }
 
-    /// Runs one event in its own task, after the previous event of its key.
+    /// Runs one event in its own task, after the previous event of its key
+    /// and once it gets a slot. `held` is its place among the lane's events.
     fn start(
         self: &Arc<Self>,
         lane: &'static str,
         current: Arc<LaneConsumer>,
         limit: Arc<Limit>,
         message: OwnedMessage,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        held: tokio::sync::OwnedSemaphorePermit,
     ) {
         let (partition, offset) = (message.partition(), message.offset());
         current.tracker.lock().unwrap().begin(partition, offset);
@@ -315,7 +319,13 @@ impl Relay {
                 if let Some(Some(previous)) = previous {
                     let _ = previous.await;
                 }
-                let held = Instant::now();
+                let slot = limit
+                    .slots()
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let started = Instant::now();
                 match relay.process(lane, &message).await {
                     Ok(first_try) => {
                         relay.finish(&current, &message);
@@ -327,7 +337,7 @@ impl Relay {
                         // limit to its ceiling just as a recovering app is
                         // flooded.
                         if first_try {
-                            limit.observe(held.elapsed());
+                            limit.observe(started.elapsed());
                         }
                     }
                     // Not finished: the offset stays uncommitted, and the
@@ -336,7 +346,7 @@ impl Relay {
                 }
                 relay.metrics.in_flight.get_or_create(&label).dec();
                 let _ = done_tx.send(());
-                drop(permit);
+                drop((slot, held));
             }
             .instrument(span),
         );

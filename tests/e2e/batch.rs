@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use rdkafka::producer::FutureRecord;
+
 use crate::fake_llm::FakeLlm;
 use crate::harness::{consume, consume_distinct, produce, producer, Options, System};
 
@@ -62,4 +64,46 @@ async fn bridges_share_the_work_and_a_stopped_bridge_loses_nothing() {
         .unwrap();
     system.assert_all_succeeded(&results, N).await;
     system.stop_bridge(second);
+}
+
+/// An event waiting for its key's previous event holds no slot: with two
+/// slots and a slow LLM, a key with a queue of events does not keep
+/// another key's event waiting; per-key order is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_their_key_leave_the_slots_to_other_keys() {
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_millis(500));
+    let mut options = Options::new("waiting").llm(&fake, "openai");
+    options.max_in_flight = Some(2);
+    let system = System::start(options).await;
+    // All in one partition, the hot key's queue first: read in that order.
+    let producer = producer();
+    let mut events: Vec<(&str, String)> = (0..4)
+        .map(|i| ("hot", format!("hot key, event {i}")))
+        .collect();
+    events.push(("cold", "cold key, event 0".into()));
+    for (key, prompt) in &events {
+        let payload = serde_json::json!({ "prompt": prompt, "use_cache": false }).to_string();
+        let record = FutureRecord::to(&system.topics.raw)
+            .partition(0)
+            .key(*key)
+            .payload(&payload);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("produced");
+    }
+
+    let results = consume_distinct(&system.topics.results, 5, Duration::from_secs(120))
+        .await
+        .unwrap();
+    system.assert_all_succeeded(&results, 5).await;
+    // The hot key's events ran one after another (500 ms each); the cold
+    // key's event took the second slot at once instead of waiting behind
+    // them in it.
+    let prompts = fake.prompts();
+    let at = |p: &str| prompts.iter().position(|x| x == p).unwrap();
+    let hot: Vec<usize> = (0..4).map(|i| at(&format!("hot key, event {i}"))).collect();
+    assert!(hot.windows(2).all(|w| w[0] < w[1]), "{prompts:?}");
+    assert!(at("cold key, event 0") < hot[1], "{prompts:?}");
 }
