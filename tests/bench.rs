@@ -32,11 +32,11 @@
 use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::{
-    broker, consume_distinct, metric, model_dir, produce, producer, test_component_manifest,
-    Options, System, Topics,
+    broker, metric, model_dir, produce, producer, test_component_manifest, Options, System, Topics,
 };
 use aies_tests::load::{closed_loop, memory_mib, native_ok_server, Load, Request};
 use anyhow::{Context, Result};
+use rdkafka::producer::FutureProducer;
 use std::time::{Duration, Instant};
 
 const HITS: usize = 200;
@@ -69,6 +69,14 @@ fn main() -> Result<()> {
     // drop (the host runs in this process).
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    // The logs of the host and bridge running in this process, on stderr,
+    // when asked for (e.g. RUST_LOG=aies_bridge=info).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -439,24 +447,26 @@ async fn noop_host() -> Result<std::net::SocketAddr> {
 }
 
 /// Produces `events` into a lane's topic as fast as the broker takes them.
-async fn produce_all(topic: &str, events: usize, keys: Option<usize>, use_cache: bool) {
-    let producer = producer();
-    let sends = (0..events).map(|i| {
-        let producer = &producer;
-        async move {
-            let (key, prompt) = match keys {
-                Some(k) => (
-                    Some(format!("k{}", i % k)),
-                    format!("key {} seq {}: a benchmark event", i % k, i / k),
-                ),
-                None => (
-                    None,
-                    format!("Batch question {i}: what is special about {i}?"),
-                ),
-            };
-            let payload = serde_json::json!({"prompt": prompt, "use_cache": use_cache}).to_string();
-            produce(producer, topic, key.as_deref(), &payload).await;
-        }
+async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    events: usize,
+    keys: Option<usize>,
+    use_cache: bool,
+) {
+    let sends = (0..events).map(|i| async move {
+        let (key, prompt) = match keys {
+            Some(k) => (
+                Some(format!("k{}", i % k)),
+                format!("key {} seq {}: a benchmark event", i % k, i / k),
+            ),
+            None => (
+                None,
+                format!("Batch question {i}: what is special about {i}?"),
+            ),
+        };
+        let payload = serde_json::json!({"prompt": prompt, "use_cache": use_cache}).to_string();
+        produce(producer, topic, key.as_deref(), &payload).await;
     });
     futures::future::join_all(sends).await;
 }
@@ -486,12 +496,21 @@ async fn pipeline(
     let mut options = Options::new("bench-pipeline").llm(&fake, "openai");
     options.max_in_flight = in_flight;
     let system = System::start(options).await;
-    warm_up(&system.topics.raw, &system.topics.results).await?;
+    let producer = producer();
+    let mut results = Reader::new(&system.topics.results)?;
+    warm_up(&producer, &system.topics.raw, &mut results).await?;
     let started = Instant::now();
-    produce_all(&system.topics.raw, events, keys, use_cache).await;
+    let trace = std::env::var_os("AIES_BENCH_TRACE")
+        .map(|_| tokio::spawn(trace(system.bridge_http, fake.call_counter(), started)));
+    produce_all(&producer, &system.topics.raw, events, keys, use_cache).await;
     // The warm-up's result is there too.
-    consume_distinct(&system.topics.results, events + 1, Duration::from_secs(600)).await?;
+    results
+        .until_distinct(events + 1, Duration::from_secs(600))
+        .await?;
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    if let Some(trace) = trace {
+        trace.abort();
+    }
     let bridge = reqwest::get(format!("http://{}/metrics", system.bridge_http))
         .await?
         .text()
@@ -529,14 +548,82 @@ async fn pipeline(
     })
 }
 
-/// One event through to `output`, before a row's clock starts.
-async fn warm_up(input: &str, output: &str) -> Result<()> {
+/// `AIES_BENCH_TRACE`: every 100 ms of a pipeline row, the batch lane's
+/// counters (read, succeeded, in flight, its limit) and the LLM calls made,
+/// on stderr: where a row's time goes.
+async fn trace(bridge: std::net::SocketAddr, calls: impl Fn() -> usize, started: Instant) {
+    let url = format!("http://{bridge}/metrics");
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(text) = reqwest::get(&url).await.and_then(|r| r.error_for_status()) else {
+            continue;
+        };
+        let text = text.text().await.unwrap_or_default();
+        let batch = |name: &str| metric(&text, &format!("aies_bridge_{name}{{lane=\"batch\"}}"));
+        eprintln!(
+            "{:>6} ms: read {} succeeded {} in flight {} (limit {}), LLM calls {}",
+            started.elapsed().as_millis(),
+            batch("events_consumed_total"),
+            batch("events_succeeded_total"),
+            batch("events_in_flight"),
+            batch("events_in_flight_limit"),
+            calls()
+        );
+    }
+}
+
+/// One event through to `output`, before a row's clock starts: the
+/// consumers (the row's and `reader`) have joined their groups and
+/// `producer` is connected and has its producer id, so the clock times the
+/// events, not the clients' start.
+async fn warm_up(producer: &FutureProducer, input: &str, reader: &mut Reader) -> Result<()> {
     let payload = serde_json::json!({"prompt": "warm-up", "use_cache": false}).to_string();
-    produce(&producer(), input, Some("warm-up"), &payload).await;
-    consume_distinct(output, 1, Duration::from_secs(120))
+    produce(producer, input, Some("warm-up"), &payload).await;
+    reader
+        .until_distinct(1, Duration::from_secs(120))
         .await
-        .context("the warm-up event")?;
-    Ok(())
+        .context("the warm-up event")
+}
+
+/// Reads a topic from its start with one consumer across calls, counting
+/// distinct keys (delivery is at least once). It polls as often as the
+/// bridge does (Tansu holds every fetch for `fetch.wait.max.ms`, 500 ms by
+/// default), so a row ends when its last result is there, not up to half a
+/// second later.
+struct Reader {
+    consumer: rdkafka::consumer::StreamConsumer,
+    keys: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Reader {
+    fn new(topic: &str) -> Result<Self> {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker().bootstrap)
+            .set("group.id", format!("bench-reader-{}", uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        Ok(Self {
+            consumer,
+            keys: Default::default(),
+        })
+    }
+
+    /// Reads until `count` distinct keys have been seen in all.
+    async fn until_distinct(&mut self, count: usize, within: Duration) -> Result<()> {
+        use rdkafka::Message;
+        let deadline = tokio::time::Instant::now() + within;
+        while self.keys.len() < count {
+            let m = tokio::time::timeout_at(deadline, self.consumer.recv())
+                .await
+                .with_context(|| format!("{} of {count} results read", self.keys.len()))??;
+            self.keys.insert(m.key().unwrap_or_default().to_vec());
+        }
+        Ok(())
+    }
 }
 
 /// The same events through Kafka with no processing at all: a native
@@ -571,10 +658,14 @@ async fn kafka_alone(events: usize) -> Result<f64> {
         }
         futures::future::join_all(sends).await;
     });
-    warm_up(&topics.raw, &topics.results).await?;
+    let producer = producer();
+    let mut results = Reader::new(&topics.results)?;
+    warm_up(&producer, &topics.raw, &mut results).await?;
     let started = Instant::now();
-    produce_all(&topics.raw, events, Some(KEYS), false).await;
-    consume_distinct(&topics.results, events + 1, Duration::from_secs(300)).await?;
+    produce_all(&producer, &topics.raw, events, Some(KEYS), false).await;
+    results
+        .until_distinct(events + 1, Duration::from_secs(300))
+        .await?;
     relay.await?;
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }

@@ -66,6 +66,12 @@ impl FakeLlm {
         format!("http://{}", self.addr)
     }
 
+    /// [`Self::calls`], for a task that outlives this borrow.
+    pub fn call_counter(&self) -> impl Fn() -> usize + Send + 'static {
+        let shared = self.shared.clone();
+        move || shared.calls.load(Ordering::SeqCst)
+    }
+
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
     }
