@@ -363,6 +363,16 @@ async fn hit_rows() -> Result<()> {
         }
     }
     drop(system);
+    // The exact tier's tail comes from the co-located broker answering the
+    // bridge's idle fetches (20 ms each, per lane): the same row with the
+    // bridge fetching every 250 ms (Tansu then holds each fetch 125 ms).
+    let mut options = Options::new("bench-quiet").llm(&fake, "openai");
+    options.fetch_wait_ms = Some(250);
+    let system = System::start(options).await;
+    system.complete("What is the capital of France?").await;
+    let load = closed_loop(system.http, &exact, 1, RUN, 200).await?;
+    row("exact hit, 1 client, fetch wait 250 ms", &load);
+    drop(system);
     // Baseline: the semantic tier's own path, aliases off (the vector from
     // the embedding memo, then the KNN and the guard).
     let mut options = Options::new("bench-knn").llm(&fake, "openai");
@@ -503,18 +513,24 @@ async fn pipeline(
     let trace = std::env::var_os("AIES_BENCH_TRACE")
         .map(|_| tokio::spawn(trace(system.bridge_http, fake.call_counter(), started)));
     produce_all(&producer, &system.topics.raw, events, keys, use_cache).await;
+    if trace.is_some() {
+        eprintln!("{:>6} ms: all produced", started.elapsed().as_millis());
+    }
     // The warm-up's result is there too.
     results
         .until_distinct(events + 1, Duration::from_secs(600))
         .await?;
     let rate = events as f64 / started.elapsed().as_secs_f64();
-    if let Some(trace) = trace {
-        trace.abort();
-    }
     let bridge = reqwest::get(format!("http://{}/metrics", system.bridge_http))
         .await?
         .text()
         .await?;
+    if let Some(trace) = trace {
+        trace.abort();
+        let invoke = metric(&bridge, "aies_bridge_invoke_seconds_sum{lane=\"batch\"}")
+            / metric(&bridge, "aies_bridge_invoke_seconds_count{lane=\"batch\"}");
+        eprintln!("mean llm-invoke call: {:.1} ms", invoke * 1000.0);
+    }
     let batch = metric(&bridge, "aies_bridge_invoke_batch_events_sum")
         / metric(&bridge, "aies_bridge_invoke_batch_events_count");
     let mut filled_rate = None;

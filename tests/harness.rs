@@ -375,6 +375,8 @@ pub struct Options {
     pub bridge_token: &'static str,
     /// The bridge's events in flight per lane (its default otherwise).
     pub max_in_flight: Option<usize>,
+    /// The bridge's `fetch_wait_ms` (its default otherwise).
+    pub fetch_wait_ms: Option<u64>,
 }
 
 impl Options {
@@ -388,6 +390,7 @@ impl Options {
             outbound_timeout: None,
             bridge_token: INVOKE_TOKEN,
             max_in_flight: None,
+            fetch_wait_ms: None,
         }
     }
 
@@ -446,6 +449,9 @@ impl System {
         bridge_config.max_attempts = 3;
         if let Some(n) = options.max_in_flight {
             bridge_config.max_in_flight = aies_bridge::in_flight::InFlight::Fixed(n);
+        }
+        if let Some(ms) = options.fetch_wait_ms {
+            bridge_config.fetch_wait_ms = ms;
         }
         let mut bridge = Bridge::bind(bridge_config.clone())
             .await

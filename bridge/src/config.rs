@@ -88,6 +88,14 @@ pub struct BridgeConfig {
     /// long a group waits for a member that stopped polling (milliseconds).
     #[arg(long, env = "AIES_MAX_POLL_INTERVAL_MS", default_value_t = 60_000)]
     pub max_poll_interval_ms: u64,
+    /// How long the broker may hold a lane's fetch when it has nothing new
+    /// (librdkafka's `fetch.wait.max.ms`, milliseconds). Tansu holds every
+    /// fetch about this long even when it has data, so keep it short there;
+    /// a broker that answers as soon as data arrives (Apache Kafka,
+    /// Redpanda) can take 500, and an idle bridge then polls it 25 times
+    /// less often.
+    #[arg(long, env = "AIES_FETCH_WAIT_MS", default_value_t = 20)]
+    pub fetch_wait_ms: u64,
     /// A lane with events waiting that receives nothing for this long
     /// (seconds) is stalled: it says so and rejoins its group. Keep it at or
     /// above the group's session timeout.

@@ -144,9 +144,9 @@ fn consumer(config: &BridgeConfig, lane: &Lane) -> Result<StreamConsumer> {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // An idle partition is polled again after 20 ms, not librdkafka's
-        // 500 ms default: events are latency-sensitive, not batch jobs.
-        .set("fetch.wait.max.ms", "20")
+        // 20 ms by default, not librdkafka's 500 ms: on Tansu, that wait is
+        // added to every fetch (see `BridgeConfig::fetch_wait_ms`).
+        .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "max.poll.interval.ms",
