@@ -94,7 +94,12 @@ pub struct BridgeConfig {
     /// a broker that answers as soon as data arrives (Apache Kafka,
     /// Redpanda) can take 500, and an idle bridge then polls it 25 times
     /// less often.
-    #[arg(long, env = "AIES_FETCH_WAIT_MS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "AIES_FETCH_WAIT_MS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(0..=300_000)
+    )]
     pub fetch_wait_ms: u64,
     /// A lane with events waiting that receives nothing for this long
     /// (seconds) is stalled: it says so and rejoins its group. Keep it at or
@@ -163,5 +168,23 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_wait_librdkafka_would_refuse_is_refused_at_start() {
+        let parse = |v: &str| BridgeConfig::try_parse_from(["aies-bridge", "--fetch-wait-ms", v]);
+        assert_eq!(parse("500").unwrap().fetch_wait_ms, 500);
+        assert_eq!(BridgeConfig::defaults().fetch_wait_ms, 20);
+        let Err(refused) = parse("300001") else {
+            panic!("300001 ms was accepted");
+        };
+        let refused = refused.to_string();
+        assert!(refused.contains("--fetch-wait-ms"), "{refused}");
+        assert!(parse("-1").is_err());
     }
 }
