@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test bench fmt clippy clean replay-dlq produce cache-eval
+.PHONY: setup build components native up test bench fmt clippy clean replay-dlq produce cache-eval spin-check
 
 setup:
 	bash scripts/setup.sh
@@ -23,6 +23,11 @@ up:
 # to kill them.
 test: components native
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
+
+# Would Spin 4 start spin.toml? Spin's manifest schema, its rules and each
+# trigger's start checks (variables, templates, sources, exports, models).
+spin-check: build
+	"$${CARGO_TARGET_DIR:-target}/release/aies-host" check -f spin.toml
 
 # Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
 replay-dlq: native

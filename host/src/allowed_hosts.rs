@@ -1,24 +1,43 @@
-//! `allowed_outbound_hosts`: which `scheme://host:port` a component may reach.
+//! `allowed_outbound_hosts`: which `scheme://host:port` a component may
+//! reach. Entries are read as Spin reads them (spin
+//! `outbound-networking-config/src/allowed_hosts.rs`), with its messages:
+//! - scheme: `*` or letters only;
+//! - host: `*`, `*.domain` (any subdomain), a domain, an IP or a CIDR
+//!   range (`10.0.0.0/8`), or `self`;
+//! - port: a number, `*`, a range `a..b` (end excluded), or none: the
+//!   scheme's well-known port (http, https, redis, postgres, mysql, mqtt;
+//!   other schemes, `*` among them, must name one);
+//! - no path (one trailing `/` is allowed).
 //!
-//! Entries follow Spin's form: `scheme://host[:port]`, where scheme, host and
-//! port may be `*`, a host may start with `*.`, and a missing port means the
-//! scheme's default port. Anything not listed is refused.
+//! Anything not listed is refused.
 
 use anyhow::{bail, Context, Result};
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
     scheme: Option<String>,
     host: HostPattern,
-    port: Option<u16>,
+    port: PortPattern,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum HostPattern {
     Any,
+    /// `self`: the application itself (relative URLs); no component here
+    /// makes such calls.
+    ToSelf,
     Exact(String),
-    /// `*.example.com`: any subdomain of `example.com`.
+    /// `*.example.com`: any subdomain of `example.com` (held as `.example.com`).
     Suffix(String),
+    Cidr(ipnet::IpNet),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PortPattern {
+    Any,
+    /// `start..end`, end excluded; one port is `p..p+1`.
+    Range(u16, u32),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,11 +45,15 @@ pub struct AllowedHosts {
     entries: Vec<Entry>,
 }
 
+/// The port a URL of `scheme` reaches when it names none.
 pub fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
+        "postgres" => Some(5432),
+        "mysql" => Some(3306),
+        "redis" => Some(6379),
+        "mqtt" => Some(1883),
         "http" => Some(80),
         "https" => Some(443),
-        "redis" => Some(6379),
         _ => None,
     }
 }
@@ -46,18 +69,24 @@ impl AllowedHosts {
 
     /// Whether `scheme://host:port` may be reached (`port` None = scheme default).
     pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = host.to_ascii_lowercase();
-        let port = port.or_else(|| default_port(scheme));
+        let Some(port) = port.or_else(|| default_port(scheme)) else {
+            return false;
+        };
+        let ip: Option<IpAddr> = host.parse().ok();
         self.entries.iter().any(|e| {
             e.scheme.as_deref().is_none_or(|s| s == scheme)
                 && match &e.host {
                     HostPattern::Any => true,
+                    HostPattern::ToSelf => false,
                     HostPattern::Exact(h) => *h == host,
-                    HostPattern::Suffix(s) => host.ends_with(&format!(".{s}")),
+                    HostPattern::Suffix(s) => host.ends_with(s.as_str()),
+                    HostPattern::Cidr(net) => ip.is_some_and(|ip| net.contains(&ip)),
                 }
                 && match e.port {
-                    None => true,
-                    Some(p) => Some(p) == port,
+                    PortPattern::Any => true,
+                    PortPattern::Range(start, end) => port >= start && u32::from(port) < end,
                 }
         })
     }
@@ -71,41 +100,138 @@ impl AllowedHosts {
     }
 }
 
-fn parse_entry(entry: &str) -> Result<Entry> {
-    let (scheme, rest) = entry
-        .split_once("://")
-        .with_context(|| format!("allowed host {entry:?} must look like scheme://host[:port]"))?;
-    let authority = rest.trim_end_matches('/');
-    if authority.contains('/') {
-        bail!("allowed host {entry:?} must not have a path");
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, "*")) => (h, None),
-        Some((h, p)) => (
-            h,
-            Some(
-                p.parse::<u16>()
-                    .with_context(|| format!("bad port in {entry:?}"))?,
-            ),
-        ),
-        None => (authority, default_port(scheme)),
-    };
-    if host.is_empty() {
-        bail!("allowed host {entry:?} has no host");
-    }
-    let host = host.to_ascii_lowercase();
-    let host = if host == "*" {
-        HostPattern::Any
-    } else if let Some(suffix) = host.strip_prefix("*.") {
-        HostPattern::Suffix(suffix.to_string())
-    } else {
-        HostPattern::Exact(host)
-    };
-    Ok(Entry {
-        scheme: (scheme != "*").then(|| scheme.to_string()),
-        host,
-        port,
+/// The host of an entry, lower-cased, when the entry parses (`*.x` kept as
+/// written): what Spin looks at to decide that a component chains.
+pub fn host_of(entry: &str) -> Option<String> {
+    let e = parse_entry(entry).ok()?;
+    Some(match e.host {
+        HostPattern::Exact(h) => h,
+        HostPattern::Suffix(s) => format!("*{s}"),
+        _ => return None,
     })
+}
+
+fn parse_entry(original: &str) -> Result<Entry> {
+    let entry = original.trim();
+    let Some((scheme, rest)) = entry.split_once("://") else {
+        match entry {
+            "*" | ":" | "" | "?" => bail!(
+                "{entry:?} is not an allowed outbound host format.\nHosts must be in the form \
+                 <scheme>://<host>[:<port>], with '*' wildcards allowed for each.\nIf you \
+                 intended to allow all outbound networking, you can use '*://*:*' - this will \
+                 obviate all network sandboxing."
+            ),
+            _ => bail!("{entry:?} does not contain a scheme (e.g., 'http://' or '*://')"),
+        }
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        None => (rest, ""),
+        Some((h, "")) => (h, ""),
+        Some((h, tail)) => {
+            if parse_host(rest).is_ok() {
+                (rest, "")
+            } else {
+                let port = match tail.split_once('/') {
+                    Some((_, path)) if !path.is_empty() => {
+                        bail!("{entry:?} has a path but is not allowed to")
+                    }
+                    Some((port, _)) => port,
+                    None => tail,
+                };
+                (h, port)
+            }
+        }
+    };
+    let port =
+        parse_port(port, scheme).with_context(|| format!("Invalid allowed host port {port:?}"))?;
+    let scheme =
+        parse_scheme(scheme).with_context(|| format!("Invalid allowed host scheme {scheme:?}"))?;
+    let host = parse_host(host).with_context(|| format!("Invalid allowed host {host:?}"))?;
+    Ok(Entry { scheme, host, port })
+}
+
+fn parse_scheme(scheme: &str) -> Result<Option<String>> {
+    if scheme == "*" {
+        return Ok(None);
+    }
+    if scheme.starts_with('{') {
+        bail!("scheme lists are not supported");
+    }
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphabetic()) {
+        bail!("only alphabetic characters are allowed");
+    }
+    Ok(Some(scheme.to_ascii_lowercase()))
+}
+
+fn parse_port(port: &str, scheme: &str) -> Result<PortPattern> {
+    if port.is_empty() {
+        let Some(p) = default_port(scheme) else {
+            bail!(
+                "no port was provided and the scheme {scheme:?} does not have a known default \
+                 port number"
+            );
+        };
+        return Ok(PortPattern::Range(p, u32::from(p) + 1));
+    }
+    if port == "*" {
+        return Ok(PortPattern::Any);
+    }
+    if port.starts_with('{') {
+        bail!("port lists are not yet supported");
+    }
+    if let Some((start, end)) = port.split_once("..") {
+        let number = |s: &str| {
+            s.parse::<u16>()
+                .with_context(|| format!("port range {port:?} contains non-number"))
+        };
+        return Ok(PortPattern::Range(number(start)?, u32::from(number(end)?)));
+    }
+    let p: u16 = port
+        .parse()
+        .with_context(|| format!("port {port:?} is not a number"))?;
+    Ok(PortPattern::Range(p, u32::from(p) + 1))
+}
+
+fn parse_host(host: &str) -> Result<HostPattern> {
+    let host = host.trim();
+    match host {
+        "*" => return Ok(HostPattern::Any),
+        "self" | "self.alt" => return Ok(HostPattern::ToSelf),
+        _ => {}
+    }
+    if host.starts_with('{') {
+        bail!("host lists are not yet supported");
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(HostPattern::Cidr(ipnet::IpNet::from(ip)));
+    }
+    if let Ok(net) = host.parse::<ipnet::IpNet>() {
+        return Ok(HostPattern::Cidr(net.trunc()));
+    }
+    let host = host.strip_suffix('/').unwrap_or(host);
+    if host.contains('/') {
+        bail!("must not include a path");
+    }
+    if let Some(domain) = host.strip_prefix("*.") {
+        if domain.contains('*') {
+            bail!("wildcards are allowed only as prefixes");
+        }
+        let parsed = url::Host::parse(domain)
+            .with_context(|| format!("invalid wildcard host \"*.{domain}\""))?;
+        let url::Host::Domain(domain) = parsed else {
+            bail!("wildcard suffix must be a domain");
+        };
+        return Ok(HostPattern::Suffix(format!(".{domain}")));
+    }
+    if host.contains('*') {
+        bail!("wildcards are allowed only as subdomains");
+    }
+    match url::Host::parse(host)? {
+        url::Host::Domain(d) => Ok(HostPattern::Exact(d)),
+        url::Host::Ipv4(ip) => Ok(HostPattern::Cidr(ipnet::IpNet::from(IpAddr::V4(ip)))),
+        url::Host::Ipv6(ip) => Ok(HostPattern::Cidr(ipnet::IpNet::from(IpAddr::V6(ip)))),
+    }
 }
 
 /// `scheme://host[:port][/...]` -> (scheme, host, port).
@@ -137,6 +263,8 @@ mod tests {
             "redis://127.0.0.1:6380",
             "https://*.googleapis.com",
             "http://localhost:*",
+            "postgres://10.1.0.0/16",
+            "mqtt://broker:8000..8002",
         ])
         .unwrap();
         assert!(a.allows("http", "embed.spin.internal", None));
@@ -147,12 +275,51 @@ mod tests {
         assert!(!a.allows_url("http://generativelanguage.googleapis.com/v1beta/x"));
         assert!(a.allows_url("http://localhost:9999/x"));
         assert!(!a.allows_url("http://evil.example/x"));
+        assert!(a.allows_url("postgres://10.1.200.3/db"));
+        assert!(!a.allows_url("postgres://10.2.0.1/db"));
+        assert!(a.allows_url("mqtt://broker:8001"));
+        assert!(
+            !a.allows_url("mqtt://broker:8002"),
+            "the range's end is excluded"
+        );
+        assert_eq!(
+            host_of("http://cache-lookup.spin.internal").as_deref(),
+            Some("cache-lookup.spin.internal")
+        );
+        assert_eq!(
+            host_of("*://*.spin.internal:*").as_deref(),
+            Some("*.spin.internal")
+        );
     }
 
     #[test]
-    fn bad_entries_are_errors() {
-        assert!(AllowedHosts::parse(&["example.com"]).is_err());
-        assert!(AllowedHosts::parse(&["https://example.com/path"]).is_err());
-        assert!(AllowedHosts::parse(&["https://example.com:99999"]).is_err());
+    fn what_spin_refuses() {
+        for (entry, why) in [
+            ("example.com", "does not contain a scheme"),
+            ("*", "is not an allowed outbound host format"),
+            ("https://example.com:443/path", "has a path"),
+            ("https://example.com/path", "Invalid allowed host"),
+            ("https://example.com:99999", "Invalid allowed host port"),
+            ("*://example.com", "does not have a known default port"),
+            ("tcp://example.com", "does not have a known default port"),
+            (
+                "redis+tls://example.com:6379",
+                "Invalid allowed host scheme",
+            ),
+            ("https://exa*mple.com", "Invalid allowed host"),
+            ("https://*.*.com", "Invalid allowed host"),
+        ] {
+            let err = format!("{:#}", AllowedHosts::parse(&[entry]).unwrap_err());
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+        for ok in [
+            "*://*:*",
+            "*://example.com:*",
+            "https://example.com/",
+            "http://self",
+            "http://[::1]:8080",
+        ] {
+            AllowedHosts::parse(&[ok]).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
     }
 }

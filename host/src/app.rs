@@ -24,9 +24,10 @@ use crate::allowed_hosts::AllowedHosts;
 use crate::bindings::{HostWorld, RedisTriggerPre};
 use crate::connections::Connections;
 use crate::llm::{Models, LOCAL_MODELS};
-use crate::manifest::{AppVariables, Manifest, Route};
+use crate::manifest::{component_variables, AppVariables, Manifest};
 use crate::outbound_http::OutboundHttp;
 use crate::redis::RedisPool;
+use crate::routes::{Route, Router};
 use crate::state::{ComponentInfo, RequestState};
 
 /// How often the epoch advances; request deadlines are counted in ticks.
@@ -72,15 +73,12 @@ impl HostConfig {
     }
 }
 
+/// A component, pre-instantiated for the exports its triggers call (Spin
+/// lets one component serve both triggers).
 struct Loaded {
     info: Arc<ComponentInfo>,
-    entry: Entry,
-}
-
-/// The export a component is run through, chosen by its trigger.
-enum Entry {
-    Http(ProxyPre<RequestState>),
-    Redis(RedisTriggerPre<RequestState>),
+    http: Option<ProxyPre<RequestState>>,
+    redis: Option<RedisTriggerPre<RequestState>>,
 }
 
 /// A `[[trigger.redis]]` entry, its templates expanded.
@@ -91,45 +89,12 @@ pub struct RedisSubscription {
     pub component: usize,
 }
 
-/// A route of the HTTP trigger: an exact path, or a prefix ending in `/...`.
-#[derive(Debug, Clone)]
-struct RoutePattern {
-    path: String,
-    wildcard: bool,
-}
-
-impl RoutePattern {
-    fn parse(route: &str) -> Self {
-        match route.strip_suffix("/...") {
-            Some(prefix) => Self {
-                path: prefix.to_string(),
-                wildcard: true,
-            },
-            None => Self {
-                path: route.trim_end_matches('/').to_string(),
-                wildcard: false,
-            },
-        }
-    }
-
-    /// A match's specificity (longer wins, exact beats wildcard), or None.
-    fn matches(&self, path: &str) -> Option<(usize, bool)> {
-        let path = path.trim_end_matches('/');
-        let ok = if self.wildcard {
-            path == self.path || path.starts_with(&format!("{}/", self.path))
-        } else {
-            path == self.path
-        };
-        ok.then_some((self.path.len(), !self.wildcard))
-    }
-}
-
 pub struct App {
     pub name: String,
     engine: Engine,
     components: Vec<Loaded>,
     by_name: HashMap<String, usize>,
-    routes: Vec<(RoutePattern, usize)>,
+    routes: Router,
     pub subscriptions: Vec<RedisSubscription>,
     pub redis: RedisPool,
     pub connections: Arc<Connections>,
@@ -207,14 +172,28 @@ impl App {
         )
         .map_err(wt)?;
 
+        // Spin checks every component's variable templates at the start
+        // of each trigger, and compiles only the components a trigger runs.
+        let mut variables_of = HashMap::new();
+        for (name, decl) in &manifest.components {
+            let values = component_variables(decl, &vars)
+                .with_context(|| format!("failed to configure component `{name}`"))?;
+            variables_of.insert(name.clone(), values);
+        }
+        let triggered = manifest.triggered();
         let mut components = Vec::new();
         let mut by_name = HashMap::new();
         let mut used_models = std::collections::BTreeSet::new();
-        for (name, decl) in &manifest.component {
-            let path = base.join(&decl.source);
+        for (name, decl) in &manifest.components {
+            if !triggered.contains(name.as_str()) {
+                tracing::warn!(component = %name, "no trigger runs this component: not loaded");
+                continue;
+            }
+            let path = base.join(decl.source());
             if !path.exists() {
                 bail!(
-                    "component `{name}`: {} does not exist: build the components first (`make build`)",
+                    "component `{name}`: failed to read component source from disk at path {}: \
+                     build the components first (`make build`)",
                     path.display()
                 );
             }
@@ -225,33 +204,31 @@ impl App {
                 .instantiate_pre(&component)
                 .map_err(wt)
                 .with_context(|| format!("component `{name}`: linking its imports"))?;
-            let on_redis = manifest.trigger.redis.iter().any(|t| &t.component == name);
-            let entry = if on_redis {
-                Entry::Redis(RedisTriggerPre::new(pre).map_err(wt).with_context(|| {
-                    format!("component `{name}` does not export fermyon:spin/inbound-redis")
-                })?)
-            } else {
-                Entry::Http(ProxyPre::new(pre).map_err(wt).with_context(|| {
+            let on_http = manifest.http.iter().any(|t| &t.component == name);
+            let on_redis = manifest.redis.iter().any(|t| &t.component == name);
+            let http = on_http
+                .then(|| ProxyPre::new(pre.clone()))
+                .transpose()
+                .map_err(wt)
+                .with_context(|| {
                     format!("component `{name}` does not export wasi:http/incoming-handler")
-                })?)
-            };
+                })?;
+            let redis = on_redis
+                .then(|| RedisTriggerPre::new(pre))
+                .transpose()
+                .map_err(wt)
+                .with_context(|| {
+                    format!("component `{name}` does not export fermyon:spin/inbound-redis")
+                })?;
             let mut hosts = Vec::new();
             for h in &decl.allowed_outbound_hosts {
                 let h = vars
-                    .expand(h)
-                    .with_context(|| format!("component `{name}`"))?;
-                // A host made of an empty variable is simply not allowed.
-                if !h.trim().is_empty() {
+                    .expand_str(h)
+                    .with_context(|| format!("component `{name}` allowed_outbound_hosts"))?;
+                // Spin ignores an entry that a variable left empty.
+                if !matches!(h.trim(), "" | "http://" | "https://") {
                     hosts.push(h);
                 }
-            }
-            let mut variables = HashMap::new();
-            for (k, v) in &decl.variables {
-                variables.insert(
-                    k.clone(),
-                    vars.expand(v)
-                        .with_context(|| format!("component `{name}` variable `{k}`"))?,
-                );
             }
             for m in &decl.ai_models {
                 if !LOCAL_MODELS.contains(&m.as_str()) {
@@ -266,36 +243,33 @@ impl App {
                 name: name.clone(),
                 allowed_hosts: AllowedHosts::parse(&hosts)
                     .with_context(|| format!("component `{name}` allowed_outbound_hosts"))?,
-                variables,
+                variables: variables_of.remove(name).unwrap_or_default(),
+                environment: decl.environment.clone().into_iter().collect(),
                 ai_models: decl.ai_models.clone(),
             };
             tracing::info!(component = %name, source = %path.display(), "component loaded");
             by_name.insert(name.clone(), components.len());
             components.push(Loaded {
                 info: Arc::new(info),
-                entry,
+                http,
+                redis,
             });
         }
 
-        let mut routes = Vec::new();
-        for t in &manifest.trigger.http {
-            if let Route::Path(p) = &t.route {
-                routes.push((RoutePattern::parse(p), by_name[&t.component]));
+        let mut routes = Router::default();
+        for t in &manifest.http {
+            if let Some(route) = &t.route {
+                let route = Route::parse(route).map_err(anyhow::Error::msg)?;
+                routes.add(route, by_name[&t.component]);
             }
         }
 
-        let default_address = manifest.application.trigger.redis.as_ref();
         let mut subscriptions = Vec::new();
-        for t in &manifest.trigger.redis {
-            let address = t
-                .address
-                .as_deref()
-                .or(default_address.map(|d| d.address.as_str()))
-                .expect("manifest checked that every Redis trigger has an address");
-            let context = || format!("Redis trigger of `{}`", t.component);
+        for t in &manifest.redis {
+            let context = || format!("failed to resolve redis trigger of `{}`", t.component);
             subscriptions.push(RedisSubscription {
-                address: vars.expand(address).with_context(context)?,
-                channel: vars.expand(&t.channel).with_context(context)?,
+                address: vars.expand_str(&t.address).with_context(context)?,
+                channel: vars.expand_str(&t.channel).with_context(context)?,
                 component: by_name[&t.component],
             });
         }
@@ -321,7 +295,7 @@ impl App {
         }
 
         Ok(Arc::new(Self {
-            name: manifest.application.name,
+            name: manifest.name,
             engine,
             components,
             by_name,
@@ -340,17 +314,8 @@ impl App {
     /// The component a public request path goes to, with its matched route.
     pub fn route(&self, path: &str) -> Option<(usize, String)> {
         self.routes
-            .iter()
-            .filter_map(|(r, i)| r.matches(path).map(|score| (score, *i, r)))
-            .max_by_key(|(score, _, _)| *score)
-            .map(|(_, i, r)| {
-                let shown = if r.wildcard {
-                    format!("{}/...", r.path)
-                } else {
-                    r.path.clone()
-                };
-                (i, shown)
-            })
+            .route(path)
+            .map(|(i, route)| (i, route.to_string()))
     }
 
     pub fn component_name(&self, index: usize) -> &str {
@@ -374,7 +339,7 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let loaded = &self.components[index];
-        let Entry::Http(pre) = &loaded.entry else {
+        let Some(pre) = &loaded.http else {
             bail!(
                 "component `{}` is not on the HTTP trigger",
                 loaded.info.name
@@ -431,7 +396,7 @@ impl App {
     /// `fermyon:spin/inbound-redis` export, under the same limits as a request.
     pub async fn handle_message(self: &Arc<Self>, index: usize, payload: Vec<u8>) -> Result<()> {
         let loaded = &self.components[index];
-        let Entry::Redis(pre) = &loaded.entry else {
+        let Some(pre) = &loaded.redis else {
             bail!(
                 "component `{}` is not on the Redis trigger",
                 loaded.info.name
@@ -464,7 +429,10 @@ impl App {
         let state = RequestState {
             app: self.clone(),
             component: loaded.info.clone(),
-            wasi: WasiCtx::builder().inherit_stderr().build(),
+            wasi: WasiCtx::builder()
+                .inherit_stderr()
+                .envs(&loaded.info.environment)
+                .build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             outbound: OutboundHttp {

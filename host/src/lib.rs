@@ -16,6 +16,7 @@
 pub mod allowed_hosts;
 pub mod app;
 mod bindings;
+pub mod check;
 mod connections;
 pub mod llm;
 pub mod manifest;
@@ -23,6 +24,7 @@ pub mod metrics;
 mod outbound_http;
 mod redis;
 mod redis_trigger;
+pub mod routes;
 pub mod server;
 mod state;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! `aies-host`: runs spin.toml locally on wasmtime (where `spin up` is not
 //! installed). Variables come from `SPIN_VARIABLE_*` and `--variable`.
+//! `aies-host check` says whether Spin 4 would start the manifest.
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -8,8 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Run a Spin application (spin.toml) on wasmtime")]
+#[command(
+    version,
+    about = "Run a Spin application (spin.toml) on wasmtime",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The application manifest.
     #[arg(long, short = 'f', default_value = "spin.toml")]
     manifest: PathBuf,
@@ -35,6 +42,22 @@ struct Args {
     embedding_memo: usize,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Check the manifest as Spin 4 would at `spin up` (its schema, its
+    /// rules, each trigger's start), without serving; exit 1 if refused.
+    Check {
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// Set a variable, `name=value` (wins over SPIN_VARIABLE_*).
+        #[arg(long = "variable", value_parser = parse_kv)]
+        variables: Vec<(String, String)>,
+        /// Folder holding the models named in `ai_models`.
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -50,12 +73,32 @@ fn main() -> Result<()> {
     }
     // Before the runtime: the OTLP exporter's blocking client (when
     // OTEL_EXPORTER_OTLP_ENDPOINT is set) cannot be made inside one.
+    let args = Args::parse();
+    if let Some(Command::Check {
+        manifest,
+        variables,
+        model_dir,
+    }) = args.command
+    {
+        let mut config = aies_host::HostConfig::new(&manifest);
+        config.variables = variables.into_iter().collect();
+        config.model_dir = model_dir;
+        match aies_host::check::check(&config) {
+            Ok(summary) => {
+                print!("{summary}");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("{}: Spin would refuse it:\n{e:#}", manifest.display());
+                std::process::exit(1);
+            }
+        }
+    }
     let _telemetry = aies_telemetry::init("aies-host", aies_host::telemetry::DEFAULT_FILTER);
-    tokio::runtime::Runtime::new()?.block_on(serve())
+    tokio::runtime::Runtime::new()?.block_on(serve(args))
 }
 
-async fn serve() -> Result<()> {
-    let args = Args::parse();
+async fn serve(args: Args) -> Result<()> {
     let mut config = aies_host::HostConfig::new(&args.manifest);
     config.variables = args.variables.into_iter().collect();
     config.model_dir = args.model_dir;

@@ -3,11 +3,11 @@
 //! the response head, component instantiation included) and requests in
 //! flight. Served on their own listener (`--metrics-listen`).
 //!
-//! The route label is the app's own name for the route, which a component
-//! gives in an `aies-route` response header (e.g. `/task/{id}`; the host
-//! removes the header), else the manifest route that matched. Labels stay
-//! bounded: at most [`MAX_ROUTES`] distinct routes (then `other`), the
-//! method from a fixed list, the status as its class (`2xx`).
+//! The route label is the manifest route that matched (`/task/:id`), as
+//! Spin names it to the component in `spin-matched-route`: the manifest
+//! bounds it, with no help from the component. Labels stay bounded: at
+//! most [`MAX_ROUTES`] distinct routes (then `other`), the method from a
+//! fixed list, the status as its class (`2xx`).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -19,8 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// The response header a component names its route in.
-pub const ROUTE_HEADER: &str = "aies-route";
 /// Distinct route labels kept; later ones count as `other`.
 const MAX_ROUTES: usize = 64;
 

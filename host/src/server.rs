@@ -17,7 +17,7 @@ use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::app::{App, HostConfig};
-use crate::metrics::{Metrics, ROUTE_HEADER};
+use crate::metrics::Metrics;
 
 /// Largest request body passed to a component.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -249,16 +249,17 @@ async fn handle(
     let req = hyper::Request::from_parts(parts, body);
 
     match app.invoke(index, req, false).instrument(span.clone()).await {
-        Ok(mut resp) => {
-            let route = resp
-                .headers_mut()
-                .remove(ROUTE_HEADER)
-                .and_then(|v| v.to_str().ok().map(str::to_string))
-                .unwrap_or(matched_route);
+        Ok(resp) => {
             let status = resp.status().as_u16();
-            span.record("http.route", route.as_str());
+            span.record("http.route", matched_route.as_str());
             span.record("http.response.status_code", status);
-            metrics.observe(&component, &route, &method, status, started.elapsed());
+            metrics.observe(
+                &component,
+                &matched_route,
+                &method,
+                status,
+                started.elapsed(),
+            );
             tracing::debug!(
                 %method, %path, component = %component, status, trace_id,
                 ms = started.elapsed().as_millis() as u64, "request"

@@ -18,6 +18,8 @@ pub struct ComponentInfo {
     pub allowed_hosts: AllowedHosts,
     /// The component's `[component.x.variables]`, templates already expanded.
     pub variables: HashMap<String, String>,
+    /// `environment`: the WASI environment variables of its instances.
+    pub environment: Vec<(String, String)>,
     pub ai_models: Vec<String>,
 }
 

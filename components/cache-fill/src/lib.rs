@@ -4,7 +4,11 @@
 //!
 //! The prompt's vector is the one ingest computed when the cache missed
 //! (`aies:vector:<task>`), so an API prompt is embedded once; events from
-//! other producers have none and are embedded here. Once the entry is in,
+//! other producers have none and are embedded here. Spin offers local
+//! service chaining only to components on its HTTP trigger, so this one
+//! embeds and inserts itself, through the same libraries as the `embed` and
+//! `cache-lookup` stages ([`aies_embedding`], [`aies_semantic_cache`]):
+//! its manifest entry carries their variables, `ai_models` and hosts. Once the entry is in,
 //! the prompt's in-flight marker is cleared: repeats that came while the
 //! fill ran joined the finished task instead of starting another.
 //!
@@ -14,12 +18,9 @@
 //! its own (15 min) and until then repeats join the finished task.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, vector_key, CompletionNotice, EmbedRequest, EmbedResponse,
-    InsertRequest, StashedVector,
+    valid_task_id, valid_tenant, vector_key, CompletionNotice, InsertRequest, StashedVector,
 };
-use aies_guest::{
-    arg, call, count, execute, redis, release_inflight, stage_url, TaskRecord, DB_TASKS,
-};
+use aies_guest::{arg, count, execute, redis, release_inflight, TaskRecord, DB_TASKS};
 use anyhow::{bail, Context, Result};
 use spin_sdk::redis::RedisResult;
 use spin_sdk::redis_component;
@@ -57,13 +58,7 @@ async fn fill(notice: &CompletionNotice, prompt: &str, result: &str) -> Result<(
         Some(v) => v,
         None => {
             count("cache_fill_embedded");
-            let embedded: EmbedResponse = call(
-                &stage_url("embed", "/embed"),
-                &EmbedRequest {
-                    texts: vec![prompt.to_string()],
-                },
-            )
-            .await?;
+            let embedded = aies_embedding::embed(&[prompt.to_string()]).await?;
             let Some(vector) = embedded.vectors.into_iter().next() else {
                 bail!("embed returned no vector");
             };
@@ -73,19 +68,15 @@ async fn fill(notice: &CompletionNotice, prompt: &str, result: &str) -> Result<(
             }
         }
     };
-    let _: serde_json::Value = call(
-        &stage_url("cache-lookup", "/insert"),
-        &InsertRequest {
-            model,
-            scope: notice.scope.clone(),
-            tenant: notice.tenant.clone(),
-            prompt: prompt.to_string(),
-            result: result.to_string(),
-            task_id: notice.task_id.clone(),
-            vector,
-        },
-    )
-    .await?;
+    aies_semantic_cache::insert(InsertRequest {
+        model,
+        scope: notice.scope.clone(),
+        tenant: notice.tenant.clone(),
+        prompt: prompt.to_string(),
+        result: result.to_string(),
+        task_id: notice.task_id.clone(),
+        vector,
+    })?;
     count("cache_fills");
     Ok(())
 }

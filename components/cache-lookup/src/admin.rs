@@ -9,12 +9,12 @@
 //!   of a hit) or `{"tenant": "<t>", "scope"?: "<scope>"}`: deletes them.
 //! - `POST /admin/cache/flush`: deletes every entry.
 
-use super::{valid_scope, LRU_KEY};
 use aies_contract::valid_tenant;
 use aies_guest::{
     admin_only, arg, error, execute, hgetall, json, redis, text, var, var_parsed, DB_CACHE,
     METRICS_KEY,
 };
+use aies_semantic_cache::{escape_tag, valid_scope, KEY_PREFIX, LRU_KEY};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::{json as j, Map, Value};
@@ -65,7 +65,7 @@ fn stats(tenant: Option<&str>) -> Result<Value> {
     let conn = redis(DB_CACHE)?;
     let prefix = format!("{}_", var("cache_index")?);
     let query = match tenant {
-        Some(t) => format!("@tenant:{{{}}}", super::escape_tag(t)),
+        Some(t) => format!("@tenant:{{{}}}", escape_tag(t)),
         None => "*".to_string(),
     };
     let mut by_model = Map::new();
@@ -152,7 +152,7 @@ struct Selection {
 impl Selection {
     fn everything() -> Self {
         Self {
-            pattern: format!("{}*", super::KEY_PREFIX),
+            pattern: format!("{}*", KEY_PREFIX),
             tenant: String::new(),
             scope: String::new(),
         }
@@ -167,7 +167,7 @@ impl Invalidate {
         };
         match (self.entry, self.tenant, self.scope) {
             (Some(entry), None, None) => {
-                if !entry.starts_with(super::KEY_PREFIX) || !plain(&entry) || entry.len() > 256 {
+                if !entry.starts_with(KEY_PREFIX) || !plain(&entry) || entry.len() > 256 {
                     bail!("`entry` is not a cache entry id (the `cache.entry` of a hit)");
                 }
                 Ok(Selection {
@@ -184,7 +184,7 @@ impl Invalidate {
                     bail!("invalid scope {s:?} (the `cache.scope` of a hit)");
                 }
                 Ok(Selection {
-                    pattern: format!("{}*", super::KEY_PREFIX),
+                    pattern: format!("{}*", KEY_PREFIX),
                     tenant,
                     scope: scope.unwrap_or_default(),
                 })

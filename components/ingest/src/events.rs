@@ -48,10 +48,6 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
     let headers = Fields::from_list(&[
         ("content-type".to_owned(), b"text/event-stream".to_vec()),
         ("cache-control".to_owned(), b"no-cache".to_vec()),
-        (
-            super::ROUTE_HEADER.to_owned(),
-            b"/task/{id}/events".to_vec(),
-        ),
     ]);
     let response = match headers {
         Ok(h) => OutgoingResponse::new(h),

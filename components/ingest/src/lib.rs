@@ -50,43 +50,31 @@ const MAX_BATCH_PROMPTS: usize = 100;
 /// Prompts of one batch looked up at once.
 const BATCH_CONCURRENCY: usize = 16;
 
-/// The response header naming the route, for the host's per-route
-/// latency histograms (aies-host removes it; other hosts pass it on).
-const ROUTE_HEADER: &str = "aies-route";
-
 #[http_component]
 async fn handle(req: Request, out: ResponseOutparam) {
     aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
     // A request's counters go to Redis in one round trip, as it answers.
     aies_guest::defer_counts();
     let path = req.path().to_string();
-    let (route, mut resp) = match (req.method(), path.as_str()) {
-        (Method::Post, "/process") => ("/process", process(req).await),
-        (Method::Post, "/process/batch") => ("/process/batch", process_batch(req).await),
+    let resp = match (req.method(), path.as_str()) {
+        (Method::Post, "/process") => process(req).await,
+        (Method::Post, "/process/batch") => process_batch(req).await,
         (Method::Get, p) if p.starts_with("/task/") && p.ends_with("/events") => {
             let id = &p["/task/".len()..p.len() - "/events".len()];
             return events::stream(&req, id, out).await;
         }
-        (Method::Get, p) if p.starts_with("/task/") => {
-            ("/task/{id}", task(&req, &p["/task/".len()..]).await)
-        }
-        (Method::Post, "/v1/chat/completions") => ("/v1/chat/completions", openai::chat(req).await),
-        (Method::Post, "/v1/embeddings") => ("/v1/embeddings", openai::embeddings(req).await),
-        (Method::Get, "/stats") => ("/stats", stats::stats(&req).await),
-        (Method::Get, "/metrics") => ("/metrics", metrics()),
-        (Method::Get, "/health") => ("/health", health()),
-        (Method::Get, "/") => ("/", docs()),
-        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
-            ("/admin/keys", keys::admin(&req))
-        }
-        (_, "/v1/chat/completions" | "/v1/embeddings") => ("other", openai::error(405, "use POST")),
-        (_, "/process" | "/process/batch") => ("other", error(405, "use POST")),
-        _ => (
-            "other",
-            error(404, format!("no route for {path}: see GET /")),
-        ),
+        (Method::Get, p) if p.starts_with("/task/") => task(&req, &p["/task/".len()..]).await,
+        (Method::Post, "/v1/chat/completions") => openai::chat(req).await,
+        (Method::Post, "/v1/embeddings") => openai::embeddings(req).await,
+        (Method::Get, "/stats") => stats::stats(&req).await,
+        (Method::Get, "/metrics") => metrics(),
+        (Method::Get, "/health") => health(),
+        (Method::Get, "/") => docs(),
+        (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => keys::admin(&req),
+        (_, "/v1/chat/completions" | "/v1/embeddings") => openai::error(405, "use POST"),
+        (_, "/process" | "/process/batch") => error(405, "use POST"),
+        _ => error(404, format!("no route for {path}: see GET /")),
     };
-    resp.set_header(ROUTE_HEADER, route);
     events::respond(out, resp).await;
 }
 
