@@ -79,11 +79,22 @@ pub fn tool(var: &str) -> PathBuf {
     path
 }
 
+/// A port free now, never handed out before in this process (the kernel
+/// may give the same ephemeral port to two binds in a row once the first
+/// is closed: two services of one test on one port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn wait_for_port(port: u16, what: &str) {
@@ -193,6 +204,7 @@ cd / && rm -rf "$OLDPWD""#;
             .spawn()
             .expect("starting tansu");
         wait_for_port(port, "tansu");
+        aies_tansu::index_store(&dir.join(aies_tansu::STORE)).expect("indexing the broker's store");
         Broker {
             bootstrap: format!("127.0.0.1:{port}"),
             _watchdog: child,

@@ -218,6 +218,8 @@ impl Setup {
         if !listening(self.ports.kafka, Duration::from_secs(30)).await {
             panic!("tansu did not listen:\n{}", self.log_text("tansu"));
         }
+        aies_tansu::index_store(&self.dir.path().join("kafka").join(aies_tansu::STORE))
+            .expect("indexing the broker's store");
         broker
     }
 
@@ -365,15 +367,7 @@ impl Stack {
 /// `tansu broker` listening on `url` (`tcp://host:port`), SQLite storage in
 /// the working directory.
 pub fn tansu_args(url: &str) -> [&str; 7] {
-    [
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        "sqlite://tansu.db",
-    ]
+    aies_tansu::args(url)
 }
 
 pub fn kafka_producer(bootstrap: &str) -> FutureProducer {

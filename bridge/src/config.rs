@@ -38,6 +38,16 @@ pub struct BridgeConfig {
     /// Partitions of each topic the bridge creates when it is missing.
     #[arg(long, env = "AIES_TOPIC_PARTITIONS", default_value_t = 3)]
     pub topic_partitions: i32,
+    /// How long the topics the bridge creates keep an event, in
+    /// milliseconds (their `retention.ms`, with `cleanup.policy=delete`;
+    /// Tansu applies it every 10 minutes). Default 7 days.
+    #[arg(long, env = "AIES_TOPIC_RETENTION_MS", default_value_t = 604_800_000)]
+    pub topic_retention_ms: i64,
+    /// Bytes each partition of those topics keeps at most (their
+    /// `retention.bytes`; Kafka and Redpanda apply it, Tansu 0.6 applies
+    /// only the time). Default 1 GiB.
+    #[arg(long, env = "AIES_TOPIC_RETENTION_BYTES", default_value_t = 1 << 30)]
+    pub topic_retention_bytes: i64,
     /// Where ingest hands events over (`POST /enqueue`).
     #[arg(long, env = "AIES_BRIDGE_LISTEN", default_value = "127.0.0.1:3100")]
     pub listen: SocketAddr,

@@ -38,6 +38,8 @@ pub async fn serve(
         producer,
         topic: config.api_topic,
     };
+    let health_metrics = metrics.clone();
+    let health = get(move || async move { health(&health_metrics) });
     let metrics = get(move || async move {
         (
             [(
@@ -49,7 +51,7 @@ pub async fn serve(
     });
     let app = Router::new()
         .route("/enqueue", post(enqueue))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", health)
         .route("/metrics", metrics)
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(ctx);
@@ -67,6 +69,25 @@ pub async fn serve(
 }
 
 type Answer = (StatusCode, Json<Value>);
+
+/// 200 while the broker answers, else 503; either way it says which of
+/// the broker and the app (the pipeline) answer.
+fn health(metrics: &Metrics) -> Answer {
+    let broker = metrics.broker_up.get() == 1;
+    let pipeline = metrics.pipeline_down.get() == 0;
+    let word = |up: bool| if up { "up" } else { "down" };
+    let status = if broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if broker && pipeline { "ok" } else { "degraded" },
+        "broker": word(broker),
+        "pipeline": word(pipeline),
+    });
+    (status, Json(body))
+}
 
 fn reject(status: StatusCode, error: String) -> Answer {
     (status, Json(json!(ErrorBody { error })))

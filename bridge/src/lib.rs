@@ -10,7 +10,8 @@
 //!   one after another; different keys run concurrently. Failures are
 //!   retried with backoff, then dead-lettered; `aies-bridge replay-dlq`
 //!   moves dead letters back.
-//! - `GET /metrics`: Prometheus metrics of both.
+//! - `GET /metrics`: Prometheus metrics of both; `GET /health`: whether
+//!   the broker and the app answer (503 while the broker does not).
 
 pub mod config;
 mod enqueue;
@@ -29,11 +30,12 @@ pub use metrics::Metrics;
 pub use relay::ORIGIN_HEADER;
 
 use anyhow::{Context, Result};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -73,6 +75,12 @@ impl Bridge {
             let _ = stop_tx.send(true);
         });
         topics::ensure(&self.config).await;
+        tokio::spawn(watch_broker(
+            producer.clone(),
+            self.config.api_topic.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
         let enqueue = enqueue::serve(
             self.listener,
             producer.clone(),
@@ -83,6 +91,43 @@ impl Bridge {
         let relay = relay::run(self.config, producer, metrics, stop_rx);
         let (e, r) = tokio::join!(enqueue, relay);
         e.and(r)
+    }
+}
+
+/// How often the bridge asks the broker whether it answers.
+const BROKER_CHECK: Duration = Duration::from_secs(2);
+
+/// Keeps `aies_bridge_broker_up` (and `/health`) true to whether the broker
+/// answers a metadata request for `topic`: a request its storage serves, so
+/// a broker whose process lives but whose store has stopped is down too.
+async fn watch_broker(
+    producer: FutureProducer,
+    topic: String,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut was_up = true;
+    loop {
+        let (p, t) = (producer.clone(), topic.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(Some(&t), BROKER_CHECK + Duration::from_secs(1))
+                .map(|_| ())
+        })
+        .await;
+        let up = matches!(answer, Ok(Ok(())));
+        metrics.broker_up.set(i64::from(up));
+        match (&answer, was_up) {
+            (Ok(Err(e)), true) => tracing::warn!("the Kafka broker does not answer: {e}"),
+            (Err(e), true) => tracing::warn!("checking the Kafka broker: {e}"),
+            (Ok(Ok(())), false) => tracing::info!("the Kafka broker answers again"),
+            _ => {}
+        }
+        was_up = up;
+        tokio::select! {
+            _ = tokio::time::sleep(BROKER_CHECK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -110,9 +155,21 @@ pub(crate) fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
 /// The `produce` command's producer: its events get their task from their
 /// place in Kafka, so a duplicate would be a second task; the broker
 /// drops duplicates of an idempotent producer.
+///
+/// librdkafka's idempotent producer raises its own epoch, without asking
+/// the broker, after a message times out locally, a sequence gap between
+/// requests in flight, or a permanent error (librdkafka 2.12
+/// `rd_kafka_idemp_drain_done`). Kafka accepts such an epoch; Tansu 0.6's
+/// SQLite engine panics on it and its storage stops for good (NOTES.md,
+/// "The broker under rounds"). So messages never time out here (the
+/// command keeps its own deadline), and a sequence gap or a permanent error
+/// is fatal to this producer (`enable.gapless.guarantee`: the command
+/// fails and says so) instead of a new epoch.
 pub(crate) fn idempotent_producer(config: &BridgeConfig) -> Result<FutureProducer> {
     producer_config(config)
         .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .set("enable.gapless.guarantee", "true")
         .create()
         .context("creating the Kafka producer")
 }
@@ -124,5 +181,9 @@ fn producer_config(config: &BridgeConfig) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000");
+    // librdkafka's own trace, e.g. AIES_KAFKA_DEBUG=msg,eos.
+    if let Ok(debug) = std::env::var("AIES_KAFKA_DEBUG") {
+        client.set("debug", debug);
+    }
     client
 }

@@ -45,7 +45,7 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(Command::Produce(args)) = &cli.command {
         let summary = aies_bridge::produce::produce(&cli.config, args).await?;
         println!("{summary}");
-        if summary.failed > 0 {
+        if summary.failed > 0 || summary.unconfirmed > 0 {
             std::process::exit(1);
         }
         return Ok(());

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub invoke_seconds: Histograms,
     pub invoke_batch_events: Histogram,
     pub pipeline_down: Gauge,
+    pub broker_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,6 +55,7 @@ impl Default for Metrics {
             }),
             invoke_batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
             pipeline_down: Gauge::default(),
+            broker_up: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -111,6 +113,11 @@ impl Default for Metrics {
             "pipeline_down",
             "1 while the app does not answer its health check",
             m.pipeline_down.clone(),
+        );
+        r.register(
+            "broker_up",
+            "1 while the Kafka broker answers a metadata request (checked every 2 s)",
+            m.broker_up.clone(),
         );
         Self { registry, ..m }
     }

@@ -7,9 +7,14 @@
 //! or plain text, which becomes the prompt. Blank lines are skipped; a line
 //! that is neither a valid event nor text within the prompt limit is
 //! counted as failed and named on the error output, not sent.
+//!
+//! Messages never time out inside the producer (see
+//! [`crate::idempotent_producer`]): the command waits up to `--timeout`
+//! for the broker to take them all, then reports those it did not confirm.
 
 use aies_contract::{RawEvent, MAX_PROMPT_CHARS};
 use anyhow::{bail, Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::FutureRecord;
 use std::path::PathBuf;
@@ -35,6 +40,10 @@ pub struct ProduceArgs {
     /// No progress bar (for logs and scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Seconds to wait for the broker to take every event; those not
+    /// confirmed by then are reported (they may still be written).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 /// What a run did.
@@ -42,6 +51,8 @@ pub struct ProduceArgs {
 pub struct Summary {
     pub sent: usize,
     pub failed: usize,
+    /// Handed to the producer, not confirmed by the broker within `--timeout`.
+    pub unconfirmed: usize,
     pub seconds: f64,
 }
 
@@ -52,11 +63,15 @@ impl std::fmt::Display for Summary {
         } else {
             0.0
         };
-        write!(
-            f,
-            "sent {}, failed {}, {:.1} s, {rate:.0} events/s",
-            self.sent, self.failed, self.seconds
-        )
+        write!(f, "sent {}, failed {}", self.sent, self.failed)?;
+        if self.unconfirmed > 0 {
+            write!(
+                f,
+                ", unconfirmed {} (not acknowledged in time: they may still be written)",
+                self.unconfirmed
+            )?;
+        }
+        write!(f, ", {:.1} s, {rate:.0} events/s", self.seconds)
     }
 }
 
@@ -133,27 +148,36 @@ pub async fn produce(config: &BridgeConfig, args: &ProduceArgs) -> Result<Summar
         failed: bad,
         ..Summary::default()
     };
-    for chunk in events.chunks(WINDOW) {
-        let sends = chunk.iter().map(|(key, payload)| {
-            let producer = &producer;
-            async move {
-                let mut record = FutureRecord::to(topic).payload(payload.as_str());
-                if let Some(k) = key {
-                    record = record.key(k.as_str());
-                }
-                producer.send(record, Duration::from_secs(30)).await
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut queued = events.iter();
+    let mut pending = FuturesUnordered::new();
+    loop {
+        while pending.len() < WINDOW {
+            let Some((key, payload)) = queued.next() else {
+                break;
+            };
+            let mut record = FutureRecord::to(topic).payload(payload.as_str());
+            if let Some(k) = key {
+                record = record.key(k.as_str());
             }
-        });
-        for result in futures::future::join_all(sends).await {
-            match result {
-                Ok(_) => summary.sent += 1,
-                Err((e, _)) => {
-                    summary.failed += 1;
-                    bar.suspend(|| eprintln!("not sent: {e}"));
-                }
-            }
-            bar.inc(1);
+            pending.push(producer.send(record, Duration::from_secs(30)));
         }
+        let next = match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(result)) => result,
+            Ok(None) => break,
+            Err(_) => {
+                summary.unconfirmed = pending.len() + queued.len();
+                break;
+            }
+        };
+        match next {
+            Ok(_) => summary.sent += 1,
+            Err((e, _)) => {
+                summary.failed += 1;
+                bar.suspend(|| eprintln!("not sent: {e}"));
+            }
+        }
+        bar.inc(1);
     }
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
@@ -182,6 +206,7 @@ mod tests {
             file: None,
             keys: 2,
             quiet: true,
+            timeout: 1,
         };
         let (events, bad) = events(&args).unwrap();
         assert_eq!(bad, 0);

@@ -1,5 +1,7 @@
 //! The bridge creates the topics it uses when they are missing, so a fresh
-//! broker (or one with automatic topic creation off) works at once.
+//! broker (or one with automatic topic creation off) works at once, each
+//! with a retention (time and size), so that a broker left running does
+//! not keep every event forever.
 
 use anyhow::Result;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -27,9 +29,16 @@ pub async fn ensure(config: &BridgeConfig) {
         &config.result_topic,
         &config.dead_letter_topic,
     ];
+    let retention_ms = config.topic_retention_ms.to_string();
+    let retention_bytes = config.topic_retention_bytes.to_string();
     let topics: Vec<_> = names
         .iter()
-        .map(|n| NewTopic::new(n, config.topic_partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            NewTopic::new(n, config.topic_partitions, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "delete")
+                .set("retention.ms", &retention_ms)
+                .set("retention.bytes", &retention_bytes)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics(&topics, &options).await {

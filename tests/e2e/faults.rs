@@ -140,7 +140,17 @@ async fn a_bridge_sent_sigterm_mid_run_exits_0_within_its_grace_period() {
 }
 
 /// `aies-up` with its own data and ports, the LLM pointed at `fake`.
-fn aies_up(setup: &Setup, fake: &FakeLlm, data: &std::path::Path) -> Proc {
+pub fn aies_up(setup: &Setup, fake: &FakeLlm, data: &std::path::Path) -> Proc {
+    aies_up_with(setup, fake, data, &[])
+}
+
+/// [`aies_up`] with more (or other) environment variables.
+pub fn aies_up_with(
+    setup: &Setup,
+    fake: &FakeLlm,
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Proc {
     let p = setup.ports;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -165,13 +175,14 @@ fn aies_up(setup: &Setup, fake: &FakeLlm, data: &std::path::Path) -> Proc {
             .env("OPENAI_BASE_URL", fake.base_url())
             .env("OPENAI_API_KEY", crate::fake_llm::OPENAI_KEY)
             .env("AIES_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log),
     )
 }
 
 /// Waits until the bridge started by `aies-up` answers.
-async fn up_and_running(setup: &Setup) {
+pub async fn up_and_running(setup: &Setup) {
     let health = format!("http://127.0.0.1:{}/health", setup.ports.bridge);
     let deadline = Instant::now() + Duration::from_secs(180);
     while reqwest::get(&health).await.is_err() {
@@ -252,6 +263,76 @@ async fn every_process_killed_at_once_then_make_up_again_loses_nothing() {
     println!(
         "all SIGKILL, aies-up again: {outcome}; progress again {recovery:?} after the kill; {}",
         stalls(&log)
+    );
+    let status = up.terminate(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "aies-up exited with {status}");
+}
+
+/// The child of `parent` running `program` (its `comm`).
+fn child_named(parent: u32, program: &str) -> Option<u32> {
+    children(parent).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == program)
+    })
+}
+
+/// A broker whose process lives but answers nothing (as Tansu 0.6 after a
+/// panic in its storage task, which kept its port): `aies-up`'s round trip
+/// sees it, kills it and starts it again, and the batch completes with
+/// nothing lost; the restart is counted where the dashboard reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_is_restarted_by_aies_up() {
+    let fake = llm().await;
+    let setup = Setup::new(&fake);
+    let data = setup.dir.path().join("up");
+    let mut up = aies_up(&setup, &fake, &data);
+    up_and_running(&setup).await;
+    let done = batch_under_way(&setup, "broker-frozen").await;
+    let frozen = child_named(up.pid(), "tansu").expect("aies-up runs tansu");
+    stack::signal(frozen, rustix::process::Signal::STOP);
+    let stopped = Instant::now();
+    let restarted = loop {
+        match child_named(up.pid(), "tansu") {
+            Some(pid) if pid != frozen => break pid,
+            _ => {}
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "the frozen broker was not restarted:\n{}",
+            setup.log_text("aies-up")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let detected = stopped.elapsed();
+    assert!(!alive(frozen), "the frozen broker was killed");
+    let recovery = progress_after(&setup, done, stopped).await;
+    let results = setup.results(N, WITHIN).await.unwrap();
+    let outcome =
+        stack::assert_exactly_once(setup.ports.redis, &results, N, fake.calls(), IN_FLIGHT).await;
+
+    let log = setup.log_text("aies-up");
+    assert!(log.contains("tansu stopped answering"), "{log}");
+    let stats: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/stats", setup.ports.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(stats["services"]["tansu"]["restarts"], 1, "{stats}");
+    assert!(
+        stats["services"]["tansu"]["last_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("metadata")),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["services"]["redis"]["restarts"],
+        serde_json::Value::Null
+    );
+    assert_eq!(stats["kafka"]["broker_up"], true, "{stats}");
+    println!(
+        "broker frozen (SIGSTOP): restarted as pid {restarted} {detected:?} later; {outcome}; \
+         progress again {recovery:?} after the freeze"
     );
     let status = up.terminate(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "aies-up exited with {status}");

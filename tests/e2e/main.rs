@@ -20,6 +20,7 @@ mod pipeline;
 mod produce;
 mod providers;
 mod redis_trigger;
+mod soak;
 mod spin_check;
 mod task_wait;
 mod traces;

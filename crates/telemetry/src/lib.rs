@@ -76,8 +76,11 @@ fn provider(service: &'static str) -> Result<SdkTracerProvider, String> {
 pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Logs on stderr: a command's own output (the produce summary) stays
+    // alone on stdout.
     let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let (provider, problem) = match configured().then(|| provider(service)) {
         Some(Ok(p)) => (Some(p), None),
         Some(Err(e)) => (None, Some(e)),

@@ -11,9 +11,15 @@
 //!    reaches only `aies-up`, which then stops them in order.
 //! 4. SIGINT, SIGTERM or SIGHUP (with or without a terminal, from a script or
 //!    a service manager) stops bridge, app, broker and Redis, in that order,
-//!    each given a grace period before SIGKILL. A child that dies on its own
-//!    stops the rest and `aies-up` exits with an error naming it.
+//!    each given a grace period before SIGKILL.
+//! 5. Watches each service by a round trip every 2 s (Redis `PING`, a
+//!    Kafka metadata request, `GET /health` of the app and the bridge) and
+//!    restarts one that exits or stops answering, with a backoff; each
+//!    restart is logged and counted in Redis (`aies:services`, DB 0), which
+//!    `/stats` and the dashboard show. A service restarted 5 times in 10
+//!    minutes stops everything, and `aies-up` exits with an error naming it.
 
+mod health;
 mod ports;
 mod services;
 
@@ -25,7 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use services::{Running, Signals, Spec};
+use health::Probe;
+use services::{Restarted, Running, Signals, Spec};
+
+/// Where `aies-up` reports its services for `/stats` and the dashboard
+/// (DB 0): `<service>.restarts`, `.last_restart_ms`, `.last_reason`.
+const SERVICES_KEY: &str = "aies:services";
 
 #[derive(Parser)]
 #[command(
@@ -104,10 +115,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     )?;
 
     let mut signals = Signals::new()?;
-    let mut running = Running::default();
+    let mut running = Running::new(&data.join("logs"));
+    let names: Vec<&'static str> = specs.iter().map(|s| s.name).collect();
     for spec in specs {
         let name = spec.name;
-        if let Err(e) = running.start(spec, &data.join("logs"), &mut signals).await {
+        if let Err(e) = running.start(spec, &mut signals).await {
             running.stop_all().await;
             return match e.downcast::<services::Interrupted>() {
                 Ok(_) => Ok(ExitCode::SUCCESS),
@@ -116,17 +128,46 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     banner(&args, std::process::id());
-    let outcome = running.watch(&mut signals).await;
+    let redis = format!("{}:{}", args.redis_host, args.redis_port);
+    let started: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("{n}.started_ms"), now_ms().to_string()))
+        .collect();
+    report(&redis, &started).await;
+    let outcome = running
+        .watch(&mut signals, async |r: Restarted<'_>| {
+            let fields = [
+                (format!("{}.restarts", r.name), r.restarts.to_string()),
+                (format!("{}.last_restart_ms", r.name), now_ms().to_string()),
+                (format!("{}.last_reason", r.name), r.reason.to_string()),
+            ];
+            report(&redis, &fields).await;
+        })
+        .await;
     running.stop_all().await;
     match outcome {
         services::Ended::Signal(sig) => {
             println!("stopped ({sig})");
             Ok(ExitCode::SUCCESS)
         }
-        services::Ended::Exited(name, status) => bail!(
-            "{name} exited ({status}); everything else was stopped. See {}",
+        services::Ended::CrashLoop(name, why) => bail!(
+            "{why}; everything else was stopped. See {}",
             data.join("logs").join(format!("{name}.log")).display()
         ),
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// Best effort: the dashboard's view of the services is not worth failing for.
+async fn report(redis: &str, fields: &[(String, String)]) {
+    if let Err(e) = health::redis_hset(redis, 0, SERVICES_KEY, fields).await {
+        println!("==> could not record the services in Redis ({redis}): {e:#}");
     }
 }
 
@@ -202,7 +243,11 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
             .args(["--appendonly", "yes", "--save", "60 1", "--dir"])
             .arg(dir)
             .arg("--loadmodule")
-            .arg(required(&args.redisearch, "REDISEARCH_SO")?),
+            .arg(required(&args.redisearch, "REDISEARCH_SO")?)
+            .probe(Probe::Redis(SocketAddr::from((
+                [127, 0, 0, 1],
+                args.redis_port,
+            )))),
         );
     }
     let kafka: Option<SocketAddr> = args
@@ -219,6 +264,7 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
             );
         };
         let url = format!("tcp://{addr}");
+        let store = std::fs::canonicalize(data.join("kafka"))?.join(aies_tansu::STORE);
         specs.push(
             Spec::new(
                 "tansu",
@@ -226,15 +272,15 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
                 Some(addr),
                 Duration::from_secs(15),
             )
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .cwd(data.join("kafka")),
+            .args(aies_tansu::args(&url))
+            .cwd(data.join("kafka"))
+            .probe(Probe::kafka(&args.kafka)?)
+            .after_start(move || {
+                if !aies_tansu::index_store(&store)? {
+                    println!("==> tansu: no header table in {} to index", store.display());
+                }
+                Ok(())
+            }),
         );
     }
     let bin_dir = std::env::current_exe()?
@@ -263,7 +309,8 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         format!("http://{}", args.bridge_listen),
     )
     .env("SPIN_VARIABLE_INVOKE_TOKEN", &token)
-    .env("SPIN_VARIABLE_ADMIN_TOKEN", &admin);
+    .env("SPIN_VARIABLE_ADMIN_TOKEN", &admin)
+    .probe(Probe::Http(args.listen, "/health"));
     // The seed's names for the providers, passed on as Spin variables.
     for (var, spin) in [
         ("VECTOR_DIMENSION", "VECTOR_DIMENSION"),
@@ -291,7 +338,8 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         .env("KAFKA_BOOTSTRAP_SERVERS", &args.kafka)
         .env("AIES_BRIDGE_LISTEN", args.bridge_listen.to_string())
         .env("AIES_INVOKE_URL", format!("http://{}/invoke", args.listen))
-        .env("AIES_INVOKE_TOKEN", &token),
+        .env("AIES_INVOKE_TOKEN", &token)
+        .probe(Probe::Http(args.bridge_listen, "/health")),
     );
     Ok(specs)
 }

@@ -10,6 +10,18 @@ const EXITING_GRACE: Duration = Duration::from_secs(5);
 
 /// Fails naming each taken port and the process that holds it.
 pub fn check<'a>(wanted: impl IntoIterator<Item = (&'a str, SocketAddr)>) -> Result<()> {
+    let wanted: Vec<(&str, SocketAddr)> = wanted.into_iter().collect();
+    for (i, (first, addr)) in wanted.iter().enumerate() {
+        if let Some((second, _)) = wanted[i + 1..]
+            .iter()
+            .find(|(_, a)| a.port() == addr.port())
+        {
+            bail!(
+                "nothing was started: port {} is given to both {first} and {second}",
+                addr.port()
+            );
+        }
+    }
     let mut taken = Vec::new();
     for (service, addr) in wanted {
         let deadline = Instant::now() + EXITING_GRACE;
@@ -58,5 +70,9 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(held);
         check([("redis", addr)]).unwrap();
+        let e = check([("redis", addr), ("host", addr)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given to both redis and host"), "{e}");
     }
 }

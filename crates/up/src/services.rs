@@ -1,22 +1,49 @@
-//! The child processes: started in order, watched, stopped in reverse order.
+//! The child processes: started in order, watched, restarted when they stop
+//! answering, stopped in reverse order.
+//!
+//! Watching is by round trip, not by the process alone: a broker whose
+//! process lives but whose storage has stopped (Tansu 0.6 after a panic in
+//! its storage task) or that is frozen (SIGSTOP) listens on its port and
+//! answers nothing. Every [`CHECK`] each service gets its [`Probe`]; after
+//! [`FAILS`] failures in a row, or when its process has exited, it is
+//! killed and started again, after a backoff that doubles with each restart
+//! of the last 10 minutes (1 s to 30 s). More than [`MAX_RESTARTS`] in that
+//! time is a crash loop: everything is stopped and `aies-up` exits with an
+//! error naming the service.
 
 use anyhow::{bail, Context, Result};
-use std::ffi::OsStr;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// How to start one service.
+use crate::health::{self, Probe};
+
+/// How often each service is checked.
+pub const CHECK: Duration = Duration::from_secs(2);
+/// Failed checks in a row before a service is restarted.
+pub const FAILS: u32 = 3;
+/// Restarts of one service within [`RESTART_WINDOW`] before `aies-up`
+/// gives up on it.
+pub const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
+
+/// How to start one service (again, when it is restarted).
 pub struct Spec {
     pub name: &'static str,
     pub listen: Option<SocketAddr>,
     /// How long it may take to stop after SIGTERM before it gets SIGKILL.
     grace: Duration,
-    command: Command,
     program: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    probe: Probe,
+    /// Run each time the service listens (the broker's store index).
+    after_start: Option<Box<dyn Fn() -> Result<()>>>,
 }
 
 impl Spec {
@@ -30,29 +57,75 @@ impl Spec {
             name,
             listen,
             grace,
-            command: Command::new(&program),
             program,
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+            probe: Probe::None,
+            after_start: None,
         }
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.command.arg(arg);
+        self.args.push(arg.as_ref().to_owned());
         self
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
-        self.command.args(args);
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.command.env(key, value);
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
     pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
-        self.command.current_dir(dir);
+        self.cwd = Some(dir.as_ref().to_path_buf());
         self
+    }
+
+    pub fn probe(mut self, probe: Probe) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    pub fn after_start(mut self, hook: impl Fn() -> Result<()> + 'static) -> Self {
+        self.after_start = Some(Box::new(hook));
+        self
+    }
+
+    fn command(&self, log: &Path) -> Result<Command> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).envs(self.envs.iter().cloned());
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a terminal's Ctrl-C is ours to handle.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child
+        // between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        Ok(command)
     }
 }
 
@@ -90,57 +163,68 @@ impl Signals {
 }
 
 struct Service {
-    name: &'static str,
-    grace: Duration,
+    spec: Spec,
     child: Child,
+    /// Failed checks in a row.
+    fails: u32,
+    /// When it was restarted, within the last [`RESTART_WINDOW`].
+    restarts: VecDeque<Instant>,
+    total_restarts: u64,
 }
 
 pub enum Ended {
     Signal(&'static str),
-    Exited(&'static str, ExitStatus),
+    /// A service restarted too often; why it was restarted the last time.
+    CrashLoop(&'static str, String),
 }
 
-#[derive(Default)]
-pub struct Running(Vec<Service>);
+/// A restart, as the dashboard shows it (`aies:services` in Redis).
+pub struct Restarted<'a> {
+    pub name: &'static str,
+    pub restarts: u64,
+    pub reason: &'a str,
+}
+
+pub struct Running {
+    services: Vec<Service>,
+    logs: PathBuf,
+}
 
 impl Running {
+    pub fn new(logs: &Path) -> Self {
+        Self {
+            services: Vec::new(),
+            logs: logs.to_path_buf(),
+        }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+
     /// Starts a service and waits until it listens (it exiting first, or a
     /// signal, ends the wait with an error).
-    pub async fn start(
-        &mut self,
-        mut spec: Spec,
-        logs: &Path,
-        signals: &mut Signals,
-    ) -> Result<()> {
+    pub async fn start(&mut self, spec: Spec, signals: &mut Signals) -> Result<()> {
         anyhow::ensure!(
             spec.program.exists(),
             "{} does not exist: run `make build` (or `make setup`)",
             spec.program.display()
         );
-        let log_path = logs.join(format!("{}.log", spec.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        spec.command
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a terminal's Ctrl-C is ours to handle.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child
-        // between fork and exec.
-        unsafe {
-            spec.command.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))
-                .map_err(std::io::Error::from)
-            });
-        }
+        let child = self.spawn(&spec)?;
+        self.services.push(Service {
+            spec,
+            child,
+            fails: 0,
+            restarts: VecDeque::new(),
+            total_restarts: 0,
+        });
+        let at = self.services.len() - 1;
+        self.wait_listening(at, signals).await
+    }
+
+    fn spawn(&self, spec: &Spec) -> Result<Child> {
         let child = spec
-            .command
+            .command(&self.log_path(spec.name))?
             .spawn()
             .with_context(|| format!("starting {}", spec.program.display()))?;
         println!(
@@ -148,32 +232,35 @@ impl Running {
             spec.name,
             child.id().unwrap_or(0)
         );
-        self.0.push(Service {
-            name: spec.name,
-            grace: spec.grace,
-            child,
-        });
-        let Some(addr) = spec.listen else {
+        Ok(child)
+    }
+
+    async fn wait_listening(&mut self, at: usize, signals: &mut Signals) -> Result<()> {
+        let log = self.log_path(self.services[at].spec.name);
+        let service = &mut self.services[at];
+        let Some(addr) = service.spec.listen else {
             return Ok(());
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                if let Some(hook) = &service.spec.after_start {
+                    hook().with_context(|| format!("preparing {}", service.spec.name))?;
+                }
                 return Ok(());
             }
-            let service = self.0.last_mut().expect("just pushed");
             if let Some(status) = service.child.try_wait()? {
                 bail!(
                     "{} exited ({status}) before listening on {addr}; see {}",
-                    spec.name,
-                    log_path.display()
+                    service.spec.name,
+                    log.display()
                 );
             }
             if Instant::now() > deadline {
                 bail!(
                     "{} did not listen on {addr} within 120 s; see {}",
-                    spec.name,
-                    log_path.display()
+                    service.spec.name,
+                    log.display()
                 );
             }
             tokio::select! {
@@ -186,30 +273,112 @@ impl Running {
         }
     }
 
-    /// Waits for a signal, or for a service to exit on its own.
-    pub async fn watch(&mut self, signals: &mut Signals) -> Ended {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+    /// Watches every service until a signal: one that exits or stops
+    /// answering is restarted (`on_restart` tells the world).
+    pub async fn watch(
+        &mut self,
+        signals: &mut Signals,
+        mut on_restart: impl AsyncFnMut(Restarted<'_>),
+    ) -> Ended {
+        let mut tick = tokio::time::interval(CHECK);
         loop {
             tokio::select! {
                 sig = signals.recv() => return Ended::Signal(sig),
-                _ = tick.tick() => {
-                    for s in &mut self.0 {
-                        if let Ok(Some(status)) = s.child.try_wait() {
-                            return Ended::Exited(s.name, status);
-                        }
-                    }
+                _ = tick.tick() => {}
+            }
+            let Some((at, reason)) = self.first_failed().await else {
+                continue;
+            };
+            match self.restart(at, &reason, signals).await {
+                Ok(()) => {
+                    let s = &self.services[at];
+                    on_restart(Restarted {
+                        name: s.spec.name,
+                        restarts: s.total_restarts,
+                        reason: &reason,
+                    })
+                    .await;
                 }
+                Err(e) if e.is::<Interrupted>() => return Ended::Signal("signal"),
+                Err(e) => return Ended::CrashLoop(self.services[at].spec.name, format!("{e:#}")),
             }
         }
     }
 
+    /// Checks every service once; the first that must be restarted, and why.
+    async fn first_failed(&mut self) -> Option<(usize, String)> {
+        let probes = self.services.iter().map(|s| health::check(&s.spec.probe));
+        let answers = futures::future::join_all(probes).await;
+        for (at, (service, answer)) in self.services.iter_mut().zip(answers).enumerate() {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Some((at, format!("exited ({status})")));
+            }
+            match answer {
+                Ok(()) => service.fails = 0,
+                Err(e) => {
+                    service.fails += 1;
+                    if service.fails >= FAILS {
+                        return Some((
+                            at,
+                            format!(
+                                "stopped answering ({} checks in a row: {e:#})",
+                                service.fails
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn restart(&mut self, at: usize, reason: &str, signals: &mut Signals) -> Result<()> {
+        let now = Instant::now();
+        let service = &mut self.services[at];
+        while service
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            service.restarts.pop_front();
+        }
+        if service.restarts.len() >= MAX_RESTARTS {
+            bail!(
+                "{} was restarted {MAX_RESTARTS} times in {} minutes and {reason}; giving up",
+                service.spec.name,
+                RESTART_WINDOW.as_secs() / 60
+            );
+        }
+        let backoff =
+            Duration::from_secs(1 << service.restarts.len().min(5)).min(Duration::from_secs(30));
+        service.restarts.push_back(now);
+        service.total_restarts += 1;
+        service.fails = 0;
+        println!(
+            "==> {} {reason}: restarting it in {backoff:?} (restart {})",
+            service.spec.name, service.total_restarts
+        );
+        // SIGKILL also ends a stopped (SIGSTOP) process.
+        let _ = service.child.kill().await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            sig = signals.recv() => {
+                println!("{sig}: stopping");
+                return Err(Interrupted.into());
+            }
+        }
+        let child = self.spawn(&self.services[at].spec)?;
+        self.services[at].child = child;
+        self.wait_listening(at, signals).await
+    }
+
     /// Stops every service, the last started first.
     pub async fn stop_all(&mut self) {
-        while let Some(mut s) = self.0.pop() {
+        while let Some(mut s) = self.services.pop() {
             if s.child.try_wait().ok().flatten().is_some() {
                 continue;
             }
-            print!("==> stopping {}...", s.name);
+            print!("==> stopping {}...", s.spec.name);
             if let Some(pid) = s
                 .child
                 .id()
@@ -217,10 +386,10 @@ impl Running {
             {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
-            match tokio::time::timeout(s.grace, s.child.wait()).await {
+            match tokio::time::timeout(s.spec.grace, s.child.wait()).await {
                 Ok(_) => println!(" stopped"),
                 Err(_) => {
-                    println!(" still running after {:?}; killing it", s.grace);
+                    println!(" still running after {:?}; killing it", s.spec.grace);
                     let _ = s.child.kill().await;
                 }
             }
