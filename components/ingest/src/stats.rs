@@ -1,7 +1,8 @@
 //! `GET /stats`: what the dashboard (`/dashboard`) shows, as JSON — tasks
 //! by state, the latest finished tasks with their timings, cache hits by
 //! tier and LLM calls saved, and from the bridge's `/metrics` each lane's
-//! counters and each Kafka partition's lag. Counters count since the data
+//! counters, each Kafka partition's lag and whether the broker answers;
+//! and what `aies-up` reports of its services (restarts, and why). Counters count since the data
 //! was created; rates are the dashboard's differences between two reads.
 //! With `api_keys = "required"` it needs the admin token (it spans
 //! tenants). Queue and total times are known for API tasks (ingest notes
@@ -77,8 +78,32 @@ pub async fn stats(req: &Request) -> Response {
             },
             "latest": latest,
             "kafka": kafka().await,
+            "services": services(),
         }),
     )
+}
+
+/// `aies:services` (DB 0), written by `aies-up`: `<service>.<field>`
+/// pairs, as `{service: {field: number or text}}`. Empty elsewhere.
+const SERVICES_KEY: &str = "aies:services";
+
+fn services() -> Value {
+    let fields = redis(DB_CACHE)
+        .and_then(|c| hgetall(&c, SERVICES_KEY))
+        .unwrap_or_default();
+    let mut out = Map::new();
+    for (key, value) in fields {
+        let Some((service, field)) = key.split_once('.') else {
+            continue;
+        };
+        let value = match value.parse::<u64>() {
+            Ok(n) => j!(n),
+            Err(_) => j!(value),
+        };
+        let entry = out.entry(service.to_string()).or_insert_with(|| j!({}));
+        entry[field] = value;
+    }
+    Value::Object(out)
 }
 
 fn latest_tasks() -> Result<Vec<Value>> {
@@ -158,6 +183,7 @@ const LANE_SAMPLES: &[(&str, &str)] = &[
 fn lanes(text: &str) -> Value {
     let mut lanes = Map::new();
     let mut partitions = Vec::new();
+    let mut broker_up = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -169,6 +195,10 @@ fn lanes(text: &str) -> Value {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
             None => (series, ""),
         };
+        if name == "aies_bridge_broker_up" {
+            broker_up = Some(value == 1.0);
+            continue;
+        }
         let label = |key: &str| {
             labels.split(',').find_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
@@ -198,5 +228,5 @@ fn lanes(text: &str) -> Value {
             p["partition"].as_i64(),
         )
     });
-    j!({"available": true, "lanes": lanes, "partitions": partitions})
+    j!({"available": true, "broker_up": broker_up, "lanes": lanes, "partitions": partitions})
 }
