@@ -20,7 +20,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::relay::{header, DEAD_LETTER_HEADERS, ORIGIN_HEADER};
+use crate::relay::{header, DEAD_LETTER_HEADERS};
 use crate::topics::group_positions;
 use crate::BridgeConfig;
 
@@ -219,20 +219,6 @@ async fn send_back(
             .filter(|h| !DEAD_LETTER_HEADERS.contains(&h.key) && h.key != REPLAY_HEADER)
         {
             headers = headers.insert(h);
-        }
-    }
-    // Dead letters written before origins were recorded: the source headers.
-    if header(letter, ORIGIN_HEADER).is_none() {
-        if let (Some(t), Some(p), Some(o)) = (
-            header(letter, "source_topic"),
-            header(letter, "source_partition"),
-            header(letter, "source_offset"),
-        ) {
-            let origin = format!("{t}/{p}/{o}");
-            headers = headers.insert(Header {
-                key: ORIGIN_HEADER,
-                value: Some(&origin),
-            });
         }
     }
     headers = headers.insert(Header {

@@ -6,7 +6,7 @@
 
 use crate::cache_admin::{admin, ADMIN_TOKEN};
 use crate::fake_llm::{answer, FakeLlm};
-use crate::harness::{manifest_variant, metric, model_dir, Options, System};
+use crate::harness::{metric, Options, System};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,40 +181,6 @@ async fn a_repeated_paraphrase_is_answered_by_its_alias() {
     );
 }
 
-/// A manifest written before aliases (no `cache_alias_ttl_seconds` for
-/// cache-lookup) still gets its semantic hits, without aliases.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_without_the_alias_variable_still_hits() {
-    let fake = FakeLlm::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = Options::new("no-alias").llm(&fake, "openai");
-    options.manifest = Some(manifest_variant(
-        dir.path(),
-        &[(
-            "cache_alias_ttl_seconds = \"{{ cache_alias_ttl_seconds }}\"\n",
-            "",
-        )],
-    ));
-    options.model_dir = Some(model_dir());
-    options
-        .variables
-        .insert("embedding_provider".into(), "openai".into());
-    let system = System::start(options).await;
-    system.complete("Where is the Eiffel Tower?").await;
-    for _ in 0..2 {
-        let (status, hit) = system
-            .process("Where is the Eiffel Tower, please?", None)
-            .await;
-        assert_eq!(status, 200, "{hit}");
-        assert_eq!(hit["cache"]["tier"], "semantic", "{hit}");
-    }
-    // The lookup that missed, then each paraphrase: no alias answered.
-    assert_eq!(fake.embedding_calls(), 3);
-}
-
-/// An answer is served only in the scope it was made in: tenant, system
-/// prompt, generation parameters and the LLM model; and those parameters
-/// reach the LLM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_served_only_within_their_scope() {
     let fake = FakeLlm::start().await;

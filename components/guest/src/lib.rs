@@ -506,14 +506,10 @@ pub fn write_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> 
     Ok(())
 }
 
-/// Marks a task as running, atomically (one Lua script): a task that is
-/// already final is left alone and `false` comes back, so a late duplicate of
-/// an event never turns a SUCCESS back into STARTED.
-pub fn start_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
-    Ok(start_tasks(conn, &[(task_id, fields)])?[0])
-}
-
-/// [`start_task`] for many tasks in one round trip.
+/// Marks tasks as running, in one round trip, atomically (one Lua script):
+/// a task that is already final is left alone and `false` comes back for
+/// it, so a late duplicate of an event never turns a SUCCESS back into
+/// STARTED.
 pub fn start_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<bool>> {
     const STEP: &str = r#"
 if redis.call('HEXISTS', key, 'finished_at') == 1 then
@@ -528,15 +524,10 @@ end"#;
     task_script(conn, STEP, tasks)
 }
 
-/// Records a task's outcome exactly once, atomically (one Lua script): the
-/// first writer claims `finished_at` and writes its fields in the same step;
-/// any later writer gets `false` and changes nothing. A crash can never leave
-/// a claimed record without its status.
-pub fn finish_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> Result<bool> {
-    Ok(finish_tasks(conn, &[(task_id, fields)])?[0])
-}
-
-/// [`finish_task`] for many tasks in one round trip.
+/// Records tasks' outcomes exactly once, in one round trip, atomically (one
+/// Lua script): the first writer claims `finished_at` and writes its fields
+/// in the same step; any later writer gets `false` and changes nothing. A
+/// crash can never leave a claimed record without its status.
 pub fn finish_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<bool>> {
     const STEP: &str = r#"
 if redis.call('HSETNX', key, 'finished_at', now) == 0 then

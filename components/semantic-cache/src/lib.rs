@@ -292,11 +292,7 @@ redis.call('HSET', KEYS[3], 'entry', KEYS[2], 'task_id', ARGV[3], 'similarity', 
   'model', ARGV[5], 'threshold', ARGV[6], 'reworded', ARGV[7])
 redis.call('PEXPIRE', KEYS[3], ms)
 return 1"#;
-    // A manifest from before aliases has no such variable: no aliases.
-    let ttl: i64 = var_parsed("cache_alias_ttl_seconds").unwrap_or_else(|e| {
-        aies_guest::log!("no aliases: {e:#}");
-        0
-    });
+    let ttl: i64 = var_parsed("cache_alias_ttl_seconds")?;
     let alias = format!(
         "{ALIAS_PREFIX}{}",
         exact_id(&req.tenant, &req.scope, &req.prompt)

@@ -34,7 +34,7 @@ use lexicon::{
     DATES, GENERIC, NEGATIONS, PRONOUNS, SOURCE_MARKERS, SOURCE_MARKERS_ES, STOPWORDS, SYNONYMS,
     TARGET_MARKERS, TARGET_MARKERS_ES,
 };
-use text::{classify, fold, language, tokenize, Kind, Lang};
+use text::{classify, language, tokenize, Kind, Lang};
 
 /// The similarities a candidate needs, per embedding model: chosen with
 /// `make cache-eval` (README "Semantic cache"); models score on different
@@ -476,11 +476,6 @@ pub fn normalize(prompt: &str) -> String {
         .map(|t| t.text)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The folded form of a prompt (lower case, no accents).
-pub fn folded(prompt: &str) -> String {
-    fold(prompt)
 }
 
 #[cfg(test)]
