@@ -37,7 +37,7 @@ use lexicon::{
 use text::{classify, language, tokenize, Kind, Lang};
 
 /// The similarities a candidate needs, per embedding model: chosen with
-/// `make cache-eval` (README "Semantic cache"); models score on different
+/// `make cache-eval` (docs/cache.md); models score on different
 /// scales (multilingual-e5 puts unrelated sentences near 0.8).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Thresholds {
