@@ -16,8 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::app::App;
+use crate::config::HostConfig;
 use crate::manifest::Manifest;
-use crate::{App, HostConfig};
 
 /// Spin's JSON schema of a version 2 manifest.
 pub const SPIN_MANIFEST_SCHEMA: &str = include_str!("../spin-manifest.schema.json");

@@ -12,12 +12,22 @@
 //! server.run(async { tokio::signal::ctrl_c().await.ok(); }).await
 //! # }
 //! ```
+//!
+//! One module per capability the host gives components, each with its own
+//! per-request state and a `host.rs` implementing its WIT host trait (as
+//! Spin's factors are laid out): `redis`, [`llm`], `variables`,
+//! `outbound_http` (with local service chaining); and `redis_trigger`,
+//! which calls components rather than serving them. `state::RequestState`
+//! composes the capabilities' states into a store's data; [`app::App`]
+//! loads the components and runs them on the engine that `engine` sets up,
+//! with the settings of [`config`].
 
 pub mod allowed_hosts;
 pub mod app;
 mod bindings;
 pub mod check;
-mod connections;
+pub mod config;
+mod engine;
 pub mod llm;
 pub mod manifest;
 pub mod metrics;
@@ -28,6 +38,10 @@ pub mod routes;
 pub mod server;
 mod state;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
+mod variables;
 
-pub use app::{App, HostConfig};
+pub use app::App;
+pub use config::HostConfig;
 pub use server::Server;

@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::app::{App, HostConfig};
+use crate::app::App;
+use crate::config::HostConfig;
 use crate::metrics::Metrics;
 
 /// Largest request body passed to a component.
@@ -69,7 +70,10 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
-        let redis_trigger = tokio::spawn(crate::redis_trigger::run(self.app.clone()));
+        let redis_trigger = tokio::spawn(crate::redis_trigger::run(
+            self.app.clone(),
+            self.app.subscriptions.clone(),
+        ));
         let metrics_server = self
             .metrics_listener
             .map(|l| tokio::spawn(serve_metrics(l, self.metrics.clone())));

@@ -22,18 +22,23 @@
 //! [`crate::App::load`] the rest (it needs the variables' values).
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use crate::allowed_hosts::{self, AllowedHosts};
 
 pub mod ids;
+mod schema;
 mod template;
+mod triggers;
 mod variables;
 
+pub use schema::{ComponentDecl, HttpTrigger, RedisTrigger, VariableDecl};
 pub use template::Template;
 pub use variables::AppVariables;
+
+use schema::Raw;
+use triggers::{check_http_settings, http_trigger, redis_default_address, redis_trigger};
 
 /// The trigger feature a component needs when it names a
 /// `*.spin.internal` host (Spin's `SERVICE_CHAINING_KEY`).
@@ -47,197 +52,6 @@ pub struct Manifest {
     pub components: BTreeMap<String, ComponentDecl>,
     pub http: Vec<HttpTrigger>,
     pub redis: Vec<RedisTrigger>,
-}
-
-/// `[variables.<name>]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VariableDecl {
-    #[serde(default)]
-    pub description: Option<String>,
-    pub default: Option<String>,
-    #[serde(default)]
-    pub required: bool,
-    #[serde(default)]
-    pub secret: bool,
-}
-
-/// `[component.<id>]`: every key Spin knows; those this host does not
-/// provide are refused by [`Manifest::parse`] when they are not empty, and
-/// those only other tools read (`build`, `tool`, `targets`) are kept unread.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct ComponentDecl {
-    source: toml::Value,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub variables: BTreeMap<String, String>,
-    #[serde(default)]
-    pub environment: BTreeMap<String, String>,
-    #[serde(default)]
-    files: Vec<toml::Value>,
-    #[serde(default)]
-    exclude_files: Vec<String>,
-    #[serde(default)]
-    allowed_http_hosts: Vec<String>,
-    #[serde(default)]
-    pub allowed_outbound_hosts: Vec<String>,
-    #[serde(default)]
-    key_value_stores: Vec<String>,
-    #[serde(default)]
-    sqlite_databases: Vec<String>,
-    #[serde(default)]
-    pub ai_models: Vec<String>,
-    #[serde(default)]
-    targets: Option<Vec<toml::Value>>,
-    #[serde(default)]
-    build: Option<BuildConfig>,
-    #[serde(default)]
-    tool: BTreeMap<String, toml::Table>,
-    #[serde(default)]
-    dependencies_inherit_configuration: Option<bool>,
-    #[serde(default)]
-    dependencies: toml::Table,
-    #[serde(default)]
-    profile: BTreeMap<String, toml::Table>,
-}
-
-impl ComponentDecl {
-    /// The Wasm file, relative to the manifest.
-    pub fn source(&self) -> &str {
-        self.source.as_str().unwrap_or_default()
-    }
-}
-
-/// `[component.<id>.build]`: read by `spin build` only.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct BuildConfig {
-    command: Commands,
-    workdir: Option<String>,
-    #[serde(default)]
-    watch: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum Commands {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// A `[[trigger.http]]` entry.
-#[derive(Debug, Clone)]
-pub struct HttpTrigger {
-    pub component: String,
-    /// None: private (reached only by local service chaining).
-    pub route: Option<String>,
-}
-
-/// A `[[trigger.redis]]` entry: messages on `channel` (a template) at
-/// `address` (a template; the application's default when not set) run
-/// `component`.
-#[derive(Debug, Clone)]
-pub struct RedisTrigger {
-    pub component: String,
-    pub channel: String,
-    pub address: String,
-}
-
-/// What Spin's manifest parser reads; checked and turned into a [`Manifest`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    spin_manifest_version: toml::Value,
-    application: RawApplication,
-    #[serde(default)]
-    variables: BTreeMap<String, VariableDecl>,
-    /// Required, as in Spin (`trigger = {}` is "No triggers in app").
-    trigger: BTreeMap<String, Vec<toml::Table>>,
-    #[serde(default)]
-    component: BTreeMap<String, ComponentDecl>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct RawApplication {
-    name: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    authors: Vec<String>,
-    #[serde(default)]
-    targets: Vec<toml::Value>,
-    #[serde(default)]
-    trigger: BTreeMap<String, toml::Table>,
-    #[serde(default)]
-    tool: BTreeMap<String, toml::Table>,
-}
-
-/// `[[trigger.http]]` as Spin's HTTP trigger reads it (`HttpTriggerConfig`
-/// plus the keys every trigger has).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct RawHttpTrigger {
-    #[serde(default)]
-    id: String,
-    component: Option<toml::Value>,
-    #[serde(default)]
-    components: toml::Table,
-    #[serde(default)]
-    dependencies: toml::Table,
-    route: Option<RawRoute>,
-    static_response: Option<toml::Value>,
-    executor: Option<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawRoute {
-    Path(String),
-    Private(PrivateRoute),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrivateRoute {
-    private: bool,
-}
-
-/// `[[trigger.redis]]` as Spin's Redis trigger reads it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-struct RawRedisTrigger {
-    #[serde(default)]
-    id: String,
-    component: toml::Value,
-    #[serde(default)]
-    components: toml::Table,
-    #[serde(default)]
-    dependencies: toml::Table,
-    channel: String,
-    address: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpSettings {
-    base: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedisSettings {
-    address: String,
 }
 
 impl Manifest {
@@ -404,144 +218,6 @@ fn check_component(c: &ComponentDecl, defaults: &AppVariables) -> Result<()> {
     }
     AllowedHosts::parse(&checked).context("`allowed_outbound_hosts` is malformed")?;
     Ok(())
-}
-
-fn check_http_settings(settings: Option<&toml::Table>) -> Result<()> {
-    let Some(table) = settings else {
-        return Ok(());
-    };
-    let s: HttpSettings = table
-        .clone()
-        .try_into()
-        .map_err(|e| anyhow!("invalid metadata value for \"http\": {e}"))?;
-    match s.base.as_deref() {
-        None | Some("/") => Ok(()),
-        Some(_) => bail!(
-            "This application is using the deprecated trigger 'base' field. The base must be \
-             prepended to each [[trigger.http]]'s 'route'."
-        ),
-    }
-}
-
-fn trigger_component(
-    value: Option<&toml::Value>,
-    components: &BTreeMap<String, ComponentDecl>,
-) -> Result<String> {
-    let Some(value) = value else {
-        bail!("missing field `component`");
-    };
-    let Some(id) = value.as_str() else {
-        bail!("inline components (`component = {{ ... }}`) are a Spin feature aies-host does not provide: name a [component.<id>]");
-    };
-    ids::kebab(id).map_err(|e| anyhow!("component id {id:?}: {e}"))?;
-    if !components.contains_key(id) {
-        bail!("no such component {id:?}");
-    }
-    Ok(id.to_string())
-}
-
-fn http_trigger(
-    table: &toml::Table,
-    components: &BTreeMap<String, ComponentDecl>,
-) -> Result<HttpTrigger> {
-    let t: RawHttpTrigger = table
-        .clone()
-        .try_into()
-        .map_err(|e| anyhow!("[[trigger.http]]: {e}"))?;
-    let name = if t.id.is_empty() {
-        t.component
-            .as_ref()
-            .and_then(|c| c.as_str())
-            .unwrap_or("?")
-            .to_string()
-    } else {
-        t.id.clone()
-    };
-    let context = || format!("[[trigger.http]] of `{name}`");
-    if !t.components.is_empty() || !t.dependencies.is_empty() {
-        bail!("{}: trigger `components` and `dependencies` (middleware) are a Spin feature aies-host does not provide", context());
-    }
-    match (&t.component, &t.static_response) {
-        (Some(_), Some(_)) => {
-            bail!("Triggers must specify either component or static_response - {name} has both")
-        }
-        (None, None) => {
-            bail!("Triggers must specify either component or static_response - {name} has neither")
-        }
-        (None, Some(_)) => bail!(
-            "{}: `static_response` is a Spin feature aies-host does not provide",
-            context()
-        ),
-        (Some(_), None) => {}
-    }
-    if let Some(executor) = &t.executor {
-        if executor.get("type").and_then(|v| v.as_str()) != Some("spin") {
-            bail!(
-                "{}: only the `spin` executor runs here (WAGI is not provided)",
-                context()
-            );
-        }
-    }
-    let component = trigger_component(t.component.as_ref(), components).with_context(context)?;
-    let route = match t.route {
-        None => bail!("{}: missing field `route`", context()),
-        Some(RawRoute::Private(PrivateRoute { private: true })) => None,
-        Some(RawRoute::Private(PrivateRoute { private: false })) => bail!(
-            "route must be a string pattern or '{{ private = true }}': '{name}' has {{ private = false }}"
-        ),
-        Some(RawRoute::Path(p)) => {
-            let route = crate::routes::Route::parse(&p).map_err(|e| {
-                anyhow!("Error parsing route {p} associated with component {component}: {e}")
-            })?;
-            Some(route.to_string())
-        }
-    };
-    Ok(HttpTrigger { component, route })
-}
-
-fn redis_default_address(settings: Option<&toml::Table>) -> Result<Option<String>> {
-    let Some(table) = settings else {
-        return Ok(None);
-    };
-    let s: RedisSettings = table
-        .clone()
-        .try_into()
-        .map_err(|e| anyhow!("invalid metadata value for \"redis\": {e}"))?;
-    Ok(Some(s.address))
-}
-
-fn redis_trigger(
-    table: &toml::Table,
-    default_address: Option<&str>,
-    components: &BTreeMap<String, ComponentDecl>,
-) -> Result<RedisTrigger> {
-    let t: RawRedisTrigger = table
-        .clone()
-        .try_into()
-        .map_err(|e| anyhow!("[[trigger.redis]]: {e}"))?;
-    let component =
-        trigger_component(Some(&t.component), components).context("[[trigger.redis]]")?;
-    let context = || format!("[[trigger.redis]] of `{component}`");
-    if !t.components.is_empty() || !t.dependencies.is_empty() {
-        bail!("{}: this trigger should not have dependencies", context());
-    }
-    let address = t
-        .address
-        .or(default_address.map(str::to_string))
-        .filter(|a| !a.trim().is_empty())
-        .with_context(|| {
-            format!(
-                "{}: no address: set `address` here or [application.trigger.redis] address",
-                context()
-            )
-        })?;
-    Template::parse(&address).with_context(context)?;
-    Template::parse(&t.channel).with_context(context)?;
-    Ok(RedisTrigger {
-        component,
-        channel: t.channel,
-        address,
-    })
 }
 
 /// The values of one component's variables, its templates expanded

@@ -5,8 +5,8 @@
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, HashMap};
 
+use super::schema::VariableDecl;
 use super::template::{Part, Template};
-use super::VariableDecl;
 
 pub struct AppVariables {
     values: HashMap<String, String>,

@@ -13,13 +13,15 @@
 //! Pub/sub delivers at most once: a message published while the host is
 //! not subscribed is never seen.
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::app::App;
+#[cfg(test)]
+mod tests;
 
 /// Messages handled at once per server (their embeddings yield to those of
 /// requests: `llm::Priority`).
@@ -28,11 +30,43 @@ const MAX_CONCURRENT_MESSAGES: usize = 16;
 const MAX_QUEUED_MESSAGES: usize = 100_000;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// Subscribes to every Redis trigger of `app`; runs until aborted.
-pub async fn run(app: Arc<App>) {
-    // One subscriber connection per server, for all its channels.
+/// A `[[trigger.redis]]` entry, its templates expanded.
+#[derive(Debug, Clone)]
+pub struct RedisSubscription {
+    pub address: String,
+    pub channel: String,
+    pub component: usize,
+}
+
+/// What the trigger needs of the app: a component to run each message
+/// through, and its name for the logs.
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Runs `payload` through component `component`'s
+    /// `fermyon:spin/inbound-redis` export.
+    fn on_message(
+        self: Arc<Self>,
+        component: usize,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
+
+    fn component_name(&self, component: usize) -> &str;
+}
+
+/// Subscribes to every subscription's channel; runs until aborted.
+pub async fn run(handler: Arc<dyn MessageHandler>, subscriptions: Vec<RedisSubscription>) {
+    let subscribers = by_server(&subscriptions)
+        .into_iter()
+        .map(|(address, channels)| subscribe(handler.clone(), address, channels));
+    futures::future::join_all(subscribers).await;
+}
+
+/// The components of each channel, by server: one subscriber connection
+/// per server, for all its channels.
+fn by_server(
+    subscriptions: &[RedisSubscription],
+) -> BTreeMap<String, BTreeMap<String, Vec<usize>>> {
     let mut servers: BTreeMap<String, BTreeMap<String, Vec<usize>>> = BTreeMap::new();
-    for s in &app.subscriptions {
+    for s in subscriptions {
         servers
             .entry(s.address.clone())
             .or_default()
@@ -40,10 +74,7 @@ pub async fn run(app: Arc<App>) {
             .or_default()
             .push(s.component);
     }
-    let subscribers = servers
-        .into_iter()
-        .map(|(address, channels)| subscribe(app.clone(), address, channels));
-    futures::future::join_all(subscribers).await;
+    servers
 }
 
 /// The address as logs show it: without a password.
@@ -57,11 +88,15 @@ fn shown(address: &str) -> String {
 /// One message for one component.
 type Job = (usize, String, Vec<u8>);
 
-async fn subscribe(app: Arc<App>, address: String, channels: BTreeMap<String, Vec<usize>>) {
+async fn subscribe(
+    handler: Arc<dyn MessageHandler>,
+    address: String,
+    channels: BTreeMap<String, Vec<usize>>,
+) {
     let (queue, jobs) = mpsc::channel::<Job>(MAX_QUEUED_MESSAGES);
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     for _ in 0..MAX_CONCURRENT_MESSAGES {
-        tokio::spawn(work(app.clone(), jobs.clone()));
+        tokio::spawn(work(handler.clone(), jobs.clone()));
     }
     let mut wait = Duration::from_millis(100);
     let mut lost = false;
@@ -82,13 +117,16 @@ async fn subscribe(app: Arc<App>, address: String, channels: BTreeMap<String, Ve
 }
 
 /// Runs queued messages one after another, until the queue closes.
-async fn work(app: Arc<App>, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
+async fn work(
+    handler: Arc<dyn MessageHandler>,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+) {
     loop {
         let Some((component, channel, payload)) = jobs.lock().await.recv().await else {
             return;
         };
-        if let Err(e) = app.handle_message(component, payload).await {
-            tracing::error!(%channel, component = app.component_name(component), "Redis message not handled: {e:#}");
+        if let Err(e) = handler.clone().on_message(component, payload).await {
+            tracing::error!(%channel, component = handler.component_name(component), "Redis message not handled: {e:#}");
         }
     }
 }
