@@ -122,7 +122,7 @@ async fn enqueue(State(ctx): State<Ctx>, body: Result<Json<RawEvent>, JsonReject
         .filter(|t| TraceParent::parse(t).is_some())
     {
         record = record.headers(OwnedHeaders::new().insert(Header {
-            key: crate::relay::TRACEPARENT,
+            key: crate::kafka::TRACEPARENT,
             value: Some(tp),
         }));
     }

@@ -25,7 +25,7 @@ pub enum InvokeError {
 
 impl InvokeError {
     /// The error an answer with this status stands for.
-    fn from_status(status: StatusCode, message: String) -> Self {
+    pub(crate) fn from_status(status: StatusCode, message: String) -> Self {
         let e = anyhow!(
             "llm-invoke answered {status}: {}",
             message.chars().take(300).collect::<String>()
@@ -169,4 +169,57 @@ async fn call(
     serde_json::from_slice::<BatchResponse>(&body)
         .map(|r| r.results)
         .map_err(|e| InvokeError::Permanent(anyhow!("llm-invoke answered non-JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aies_contract::TaskStatus;
+
+    fn answer(status: u16, task: Option<TaskResult>) -> BatchAnswer {
+        BatchAnswer {
+            status,
+            task,
+            error: Some("why".into()),
+        }
+    }
+
+    #[test]
+    fn each_answer_of_a_batch_stands_for_its_own_event() {
+        let task = TaskResult {
+            task_id: "t-1".into(),
+            status: TaskStatus::Success,
+            result: Some("42".into()),
+            error: None,
+            model: None,
+        };
+        assert!(matches!(outcome(answer(200, Some(task))), Ok(t) if t.task_id == "t-1"));
+        assert!(matches!(
+            outcome(answer(422, None)),
+            Err(InvokeError::Permanent(_))
+        ));
+        assert!(matches!(
+            outcome(answer(503, None)),
+            Err(InvokeError::Transient(_))
+        ));
+        // A status that is no status is the app's fault, not the event's.
+        assert!(matches!(
+            outcome(answer(0, None)),
+            Err(InvokeError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn a_long_error_body_is_cut_in_the_reason() {
+        let e = InvokeError::from_status(StatusCode::BAD_REQUEST, "x".repeat(1000));
+        let InvokeError::Permanent(e) = e else {
+            panic!("400 is permanent")
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("llm-invoke answered 400 Bad Request: "),
+            "{text}"
+        );
+        assert_eq!(text.matches('x').count(), 300);
+    }
 }

@@ -14,9 +14,11 @@
 //!   the broker and the app answer (503 while the broker does not).
 
 pub mod config;
+mod dead_letter;
 mod enqueue;
 pub mod in_flight;
 mod invoker;
+mod kafka;
 pub mod metrics;
 mod offsets;
 pub mod produce;
@@ -26,12 +28,11 @@ mod topics;
 mod watchdog;
 
 pub use config::BridgeConfig;
+pub use dead_letter::{DEAD_LETTER_HEADERS, ORIGIN_HEADER};
 pub use metrics::Metrics;
-pub use relay::ORIGIN_HEADER;
 
 use anyhow::{Context, Result};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::ClientConfig;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,7 +68,7 @@ impl Bridge {
 
     /// Runs the enqueue endpoint and the relay until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let producer = producer(&self.config)?;
+        let producer = kafka::producer(&self.config)?;
         let metrics = Arc::new(Metrics::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -133,57 +134,4 @@ async fn watch_broker(
 
 async fn wait(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// The running bridge's producer: events from the API, results, dead
-/// letters. Each of them names its task (a task id, or the place the event
-/// first entered Kafka), so a retry that writes one twice makes no second
-/// task: delivery is at least once anyway. So not librdkafka's idempotent
-/// producer, whose broker thread, with its five requests per partition in
-/// flight and a batch ready, wakes itself at once, over and over
-/// (librdkafka 2.12, `rd_kafka_toppar_producer_serve`): 0.4 of a core
-/// spinning at 700 events/s on a broker as slow as Tansu. One request in
-/// flight keeps a retry from reordering a key's writes.
-pub(crate) fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
-    producer_config(config)
-        .set("enable.idempotence", "false")
-        .set("max.in.flight.requests.per.connection", "1")
-        .create()
-        .context("creating the Kafka producer")
-}
-
-/// The `produce` command's producer: its events get their task from their
-/// place in Kafka, so a duplicate would be a second task; the broker
-/// drops duplicates of an idempotent producer.
-///
-/// librdkafka's idempotent producer raises its own epoch, without asking
-/// the broker, after a message times out locally, a sequence gap between
-/// requests in flight, or a permanent error (librdkafka 2.12
-/// `rd_kafka_idemp_drain_done`). Kafka accepts such an epoch; Tansu 0.6's
-/// SQLite engine panics on it and its storage stops for good (NOTES.md,
-/// "The broker under rounds"). So messages never time out here (the
-/// command keeps its own deadline), and a sequence gap or a permanent error
-/// is fatal to this producer (`enable.gapless.guarantee`: the command
-/// fails and says so) instead of a new epoch.
-pub(crate) fn idempotent_producer(config: &BridgeConfig) -> Result<FutureProducer> {
-    producer_config(config)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "0")
-        .set("enable.gapless.guarantee", "true")
-        .create()
-        .context("creating the Kafka producer")
-}
-
-fn producer_config(config: &BridgeConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000");
-    // librdkafka's own trace, e.g. AIES_KAFKA_DEBUG=msg,eos.
-    if let Ok(debug) = std::env::var("AIES_KAFKA_DEBUG") {
-        client.set("debug", debug);
-    }
-    client
 }

@@ -9,7 +9,7 @@
 //! counted as failed and named on the error output, not sent.
 //!
 //! Messages never time out inside the producer (see
-//! [`crate::idempotent_producer`]): the command waits up to `--timeout`
+//! [`crate::kafka::idempotent_producer`]): the command waits up to `--timeout`
 //! for the broker to take them all, then reports those it did not confirm.
 
 use aies_contract::{RawEvent, MAX_PROMPT_CHARS};
@@ -20,7 +20,7 @@ use rdkafka::producer::FutureRecord;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::BridgeConfig;
+use crate::{kafka, BridgeConfig};
 
 /// Sends in flight at once (the producer batches them; `linger.ms` 5).
 const WINDOW: usize = 1000;
@@ -132,7 +132,7 @@ fn events(args: &ProduceArgs) -> Result<(Vec<Keyed>, usize)> {
 
 pub async fn produce(config: &BridgeConfig, args: &ProduceArgs) -> Result<Summary> {
     let (events, bad) = events(args)?;
-    let producer = crate::idempotent_producer(config)?;
+    let producer = kafka::idempotent_producer(config)?;
     let topic = config.raw_topic.as_str();
     let bar = if args.quiet {
         ProgressBar::hidden()

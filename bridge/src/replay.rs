@@ -10,25 +10,21 @@
 //! A replayed event keeps its key, payload and origin (so a prompt-only
 //! event keeps its task id) and carries `aies-replay-of`. A crash between
 //! the replay and its marker replays that event once more on the next run,
-//! which the task record absorbs (a finished task is not run again).
+//! which the task record absorbs (a finished task is not run again). The
+//! header rules are [`crate::dead_letter`]'s, shared with the relay.
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::relay::{header, DEAD_LETTER_HEADERS};
+use crate::dead_letter::{is_marker, marked_offset, marker_headers, reason_of, replay_headers};
+pub use crate::dead_letter::{REPLAYED_HEADER, REPLAY_HEADER};
 use crate::topics::group_positions;
-use crate::BridgeConfig;
+use crate::{kafka, BridgeConfig};
 
-/// Header of a replayed event: the dead letter it came from
-/// (`topic/partition/offset`).
-pub const REPLAY_HEADER: &str = "aies-replay-of";
-/// Header of a marker: the offset of the dead letter it settles.
-pub const REPLAYED_HEADER: &str = "aies-replayed";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -75,14 +71,8 @@ struct DeadLetter {
 }
 
 pub async fn replay(config: &BridgeConfig, args: &ReplayArgs) -> Result<Summary> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", format!("{}_dlq_replay", config.group))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .context("creating the Kafka consumer")?;
-    let producer = crate::producer(config)?;
+    let consumer = kafka::replay_consumer(config)?;
+    let producer = kafka::producer(config)?;
     let topic = config.dead_letter_topic.as_str();
     let run = Run {
         config,
@@ -138,7 +128,7 @@ impl Run<'_> {
         // First pass: which dead letters are already settled by a marker.
         let mut marked = HashSet::new();
         read(consumer, topic, partition, start, high, |m| {
-            if let Some(o) = header(m, REPLAYED_HEADER).and_then(|v| v.parse::<i64>().ok()) {
+            if let Some(o) = marked_offset(m) {
                 marked.insert(o);
             }
             Ok(())
@@ -147,11 +137,11 @@ impl Run<'_> {
         let mut letters = Vec::new();
         let mut cursor = None;
         read(consumer, topic, partition, start, high, |m| {
-            if header(m, REPLAYED_HEADER).is_some() || marked.contains(&m.offset()) {
+            if is_marker(m) || marked.contains(&m.offset()) {
                 return Ok(());
             }
             let letter = DeadLetter {
-                reason: header(m, "error").unwrap_or("(no reason)").to_string(),
+                reason: reason_of(m).to_string(),
                 age: m.timestamp().to_millis().and_then(|ms| {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
                     now.checked_sub(Duration::from_millis(ms.try_into().ok()?))
@@ -172,13 +162,9 @@ impl Run<'_> {
         })?;
         for letter in letters {
             send_back(config, producer, &letter).await?;
-            let offset = letter.offset().to_string();
             let marker = FutureRecord::<(), ()>::to(topic)
                 .partition(partition)
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: REPLAYED_HEADER,
-                    value: Some(&offset),
-                }));
+                .headers(marker_headers(letter.offset()));
             producer
                 .send(marker, TIMEOUT)
                 .await
@@ -206,28 +192,9 @@ async fn send_back(
     producer: &FutureProducer,
     letter: &rdkafka::message::OwnedMessage,
 ) -> Result<()> {
-    let place = format!(
-        "{}/{}/{}",
-        letter.topic(),
-        letter.partition(),
-        letter.offset()
-    );
-    let mut headers = OwnedHeaders::new();
-    if let Some(h) = letter.headers() {
-        for h in h
-            .iter()
-            .filter(|h| !DEAD_LETTER_HEADERS.contains(&h.key) && h.key != REPLAY_HEADER)
-        {
-            headers = headers.insert(h);
-        }
-    }
-    headers = headers.insert(Header {
-        key: REPLAY_HEADER,
-        value: Some(&place),
-    });
     let mut record = FutureRecord::to(&config.raw_topic)
         .payload(letter.payload().unwrap_or_default())
-        .headers(headers);
+        .headers(replay_headers(letter));
     if let Some(key) = letter.key() {
         record = record.key(key);
     }
@@ -264,4 +231,42 @@ fn read(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(reason: &str, age_secs: Option<u64>) -> DeadLetter {
+        DeadLetter {
+            reason: reason.into(),
+            age: age_secs.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn filters_match_the_reason_in_any_case_and_a_minimum_age() {
+        let all = ReplayArgs::default();
+        assert!(matches(&all, &letter("boom", None)));
+        let by_reason = ReplayArgs {
+            reason: Some("GAVE UP".into()),
+            ..ReplayArgs::default()
+        };
+        assert!(matches(
+            &by_reason,
+            &letter("gave up after 5 attempts: 503", None)
+        ));
+        assert!(!matches(
+            &by_reason,
+            &letter("llm-invoke answered 422", None)
+        ));
+        let by_age = ReplayArgs {
+            older_than: Some(Duration::from_secs(600).into()),
+            ..ReplayArgs::default()
+        };
+        assert!(matches(&by_age, &letter("boom", Some(600))));
+        assert!(!matches(&by_age, &letter("boom", Some(599))));
+        // A dead letter of unknown age is not known to be old enough.
+        assert!(!matches(&by_age, &letter("boom", None)));
+    }
 }

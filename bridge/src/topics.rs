@@ -4,11 +4,10 @@
 //! not keep every event forever.
 
 use anyhow::Result;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 use crate::BridgeConfig;
@@ -16,10 +15,7 @@ use crate::BridgeConfig;
 /// Best effort: a broker that forbids creating topics (a managed Kafka
 /// whose topics are made by its operators) gets a warning, not a failure.
 pub async fn ensure(config: &BridgeConfig) {
-    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()
-    {
+    let admin = match crate::kafka::admin(config) {
         Ok(a) => a,
         Err(e) => return tracing::warn!("creating the Kafka admin client: {e}"),
     };
