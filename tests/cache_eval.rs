@@ -1,37 +1,47 @@
-//! `aies-cache-eval`: runs the real embedder and the cache guard over the
-//! labeled pairs in `tests/data/cache_eval/pairs.jsonl` and prints, per
-//! similarity threshold, how many should-hit pairs and how many traps the
-//! cache would serve, with and without the guard; then, at the chosen
-//! threshold, each kind and language on its own, what each check of the
-//! guard buys, and what the guard costs.
+//! `aies-cache-eval`: runs the real embedder and the cache guard over two
+//! splits of labeled pairs and prints how many should-hit pairs and how
+//! many traps the cache would serve, with and without the guard.
 //!
-//! `make cache-eval` runs it with all-MiniLM-L6-v2; `--model-dir` and
-//! `--prefix "query: "` evaluate another model (e.g. multilingual-e5-small).
+//! - The **tuning** split (`tests/data/cache_eval/pairs.jsonl`) is where
+//!   rules and thresholds are chosen: per threshold, per language and kind,
+//!   the refused should-hits and served traps by name, what each check of
+//!   the guard buys, and what the guard costs.
+//! - The **held-out** split (`heldout.jsonl`, written apart from the guard's
+//!   rules) only measures: the rates per language and kind at the
+//!   configured thresholds, and nothing that names a pair, so that no rule
+//!   or threshold is chosen from it.
+//!
+//! Thresholds come from the built-in table (`crates/cache-guard/thresholds.txt`)
+//! for the model's folder name unless given. `make cache-eval` runs it with
+//! all-MiniLM-L6-v2 and with multilingual-e5-small (`--prefix "query: "`).
 
-use aies_cache_guard::{verify, Analysis, Mismatch, Policy};
+use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
 use aies_host::llm::{EmbeddingEngine, SentenceBert};
 use anyhow::{Context, Result};
 use clap::Parser;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Evaluate the semantic cache's threshold and guard on labeled pairs")]
 struct Args {
-    /// The labeled pairs (JSON lines: id, lang, kind, label, a, b).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/pairs.jsonl"))]
-    pairs: PathBuf,
+    /// The tuning split (JSON lines: id, lang, kind, label, a, b).
+    #[arg(long, alias = "pairs", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/pairs.jsonl"))]
+    tuning: PathBuf,
+    /// The held-out split, in the same format.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/heldout.jsonl"))]
+    heldout: PathBuf,
     /// A sentence-transformers model folder (model.safetensors, tokenizer.json, config.json).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.spin/ai-models/all-minilm-l6-v2"))]
     model_dir: PathBuf,
     /// Text put before every prompt (multilingual-e5 expects "query: ").
     #[arg(long, default_value = "")]
     prefix: String,
-    /// The threshold to report in detail.
-    #[arg(long, default_value_t = 0.80)]
-    threshold: f32,
-    /// The guard's similarity for differently worded prompts.
+    /// The similarity threshold (default: the model's, from thresholds.txt).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// The guard's similarity for differently worded prompts (default: the model's).
     #[arg(long)]
     reworded: Option<f32>,
 }
@@ -62,23 +72,29 @@ struct Scored<'a> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let text = std::fs::read_to_string(&args.pairs)
-        .with_context(|| format!("reading {}", args.pairs.display()))?;
-    let pairs: Vec<Pair> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .context("parsing the pairs")?;
+    let model_name = args
+        .model_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let defaults = Thresholds::for_model(&model_name);
+    let threshold = args.threshold.unwrap_or(defaults.similarity);
+    let policy = Policy {
+        reworded_similarity: args.reworded.unwrap_or(defaults.reworded),
+        ..Policy::default()
+    };
+    let tuning = read_pairs(&args.tuning)?;
+    let heldout = if args.heldout.exists() {
+        read_pairs(&args.heldout)?
+    } else {
+        println!("(no held-out split at {})\n", args.heldout.display());
+        Vec::new()
+    };
     let model = SentenceBert::load(&args.model_dir)?;
-    let mut policy = Policy::default();
-    if let Some(r) = args.reworded {
-        policy.reworded_similarity = r;
-    }
-
     let started = Instant::now();
-    let mut texts: Vec<String> = pairs
+    let mut texts: Vec<String> = tuning
         .iter()
+        .chain(&heldout)
         .flat_map(|p| [p.a.clone(), p.b.clone()])
         .collect();
     texts.sort();
@@ -94,13 +110,40 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "{} pairs, {} texts embedded with {} in {:.1} s\n",
-        pairs.len(),
+        "{} tuning and {} held-out pairs, {} texts embedded with {} in {:.1} s; \
+         threshold {threshold:.2}, reworded {:.2}\n",
+        tuning.len(),
+        heldout.len(),
         texts.len(),
         args.model_dir.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        policy.reworded_similarity,
     );
-    let scored: Vec<Scored> = pairs
+    let tuned = score(&tuning, &vectors);
+    println!(
+        "# Tuning split: {} (rules and thresholds are chosen here)\n",
+        args.tuning.display()
+    );
+    sweep(&tuned, &policy);
+    detail(&tuned, &policy, threshold, true);
+    ablation(&tuned, &policy, threshold);
+    if !heldout.is_empty() {
+        println!(
+            "# Held-out split: {} (measured only; no pair is named)\n",
+            args.heldout.display()
+        );
+        detail(&score(&heldout, &vectors), &policy, threshold, false);
+    }
+    summary("tuning", &tuned, &policy, threshold);
+    if !heldout.is_empty() {
+        summary("held-out", &score(&heldout, &vectors), &policy, threshold);
+    }
+    cost(&tuned, &policy);
+    Ok(())
+}
+
+fn score<'a>(pairs: &'a [Pair], vectors: &HashMap<String, Vec<f32>>) -> Vec<Scored<'a>> {
+    pairs
         .iter()
         .map(|p| Scored {
             pair: p,
@@ -108,13 +151,31 @@ fn main() -> Result<()> {
             a: Analysis::new(&p.a),
             b: Analysis::new(&p.b),
         })
-        .collect();
+        .collect()
+}
 
-    sweep(&scored, &policy);
-    detail(&scored, &policy, args.threshold);
-    ablation(&scored, &policy, args.threshold);
-    cost(&scored, &policy);
-    Ok(())
+fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), n + 1))
+        })
+        .collect()
+}
+
+/// One line per split and language: the figures the README's tables carry.
+fn summary(split: &str, scored: &[Scored], policy: &Policy, t: f32) {
+    for lang in ["en", "es", "en-es"] {
+        let of = |hit: bool| move |s: &Scored| s.pair.lang == lang && s.pair.hit() == hit;
+        println!(
+            "summary {split} {lang}: hits {} traps {}",
+            rate(scored, of(true), |s| served(s, t, Some(policy))),
+            rate(scored, of(false), |s| served(s, t, Some(policy))),
+        );
+    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -159,7 +220,7 @@ fn sweep(scored: &[Scored], policy: &Policy) {
     println!();
 }
 
-fn detail(scored: &[Scored], policy: &Policy, t: f32) {
+fn detail(scored: &[Scored], policy: &Policy, t: f32, name_pairs: bool) {
     println!("## At threshold {t:.2}, per language and kind (served, with guard; cosine only)\n");
     println!("| language | kind | label | with guard | cosine only |");
     println!("|---|---|---|---|---|");
@@ -187,6 +248,10 @@ fn detail(scored: &[Scored], policy: &Policy, t: f32) {
             rate(scored, of(false), |s| served(s, t, Some(policy))),
             rate(scored, of(false), |s| served(s, t, None)),
         );
+    }
+    if !name_pairs {
+        println!();
+        return;
     }
     println!("\nShould-hits above {t:.2} that the guard refused:");
     for s in scored.iter().filter(|s| s.pair.hit() && s.similarity >= t) {
