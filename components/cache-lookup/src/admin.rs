@@ -9,46 +9,39 @@
 //!   of a hit) or `{"tenant": "<t>", "scope"?: "<scope>"}`: deletes them.
 //! - `POST /admin/cache/flush`: deletes every entry.
 
-use aies_contract::valid_tenant;
-use aies_guest::{
-    admin_only, arg, error, execute, hgetall, json, redis, text, var, var_parsed, DB_CACHE,
+use aies_contract::keys::{
+    cache_index_prefix, guard_refused_field, CACHE_ENTRY_PREFIX, CACHE_LRU_KEY, DB_CACHE,
     METRICS_KEY,
 };
-use aies_semantic_cache::{escape_tag, valid_scope, KEY_PREFIX, LRU_KEY};
+use aies_contract::{valid_scope, valid_tenant};
+use aies_guest::{
+    admin_only, arg, execute, hgetall, json, parse_body, redis, text, var, var_parsed, ApiError,
+};
+use aies_semantic_cache::escape_tag;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::{json as j, Map, Value};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
-pub fn handle(req: &Request) -> Response {
-    if let Err(refused) = admin_only(req) {
-        return refused;
-    }
+pub fn handle(req: &Request) -> Result<Response, ApiError> {
+    admin_only(req)?;
+    let bad = |e: anyhow::Error| ApiError::bad_request(format!("{e:#}"));
     let result = match (req.method(), req.path()) {
-        (Method::Get, "/admin/cache/stats") => match query_tenant(req.query()) {
-            Ok(tenant) => stats(tenant.as_deref()),
-            Err(e) => return error(400, format!("{e:#}")),
-        },
+        (Method::Get, "/admin/cache/stats") => {
+            stats(query_tenant(req.query()).map_err(bad)?.as_deref())
+        }
         (Method::Post, "/admin/cache/invalidate") => {
-            match serde_json::from_slice::<Invalidate>(req.body()) {
-                Ok(body) => match body.selection() {
-                    Ok(sel) => delete(&sel),
-                    Err(e) => return error(400, format!("{e:#}")),
-                },
-                Err(e) => return error(400, format!("invalid JSON body: {e}")),
-            }
+            let body: Invalidate = parse_body(req)?;
+            delete(&body.selection().map_err(bad)?)
         }
         (Method::Post, "/admin/cache/flush") => delete(&Selection::everything()),
-        _ => return error(
-            404,
+        _ => return Err(ApiError::not_found(
             "admin: GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush",
-        ),
+        )),
     };
-    match result {
-        Ok(body) => json(200, &body),
-        Err(e) => error(503, format!("{e:#}")),
-    }
+    let body = result.map_err(|e| ApiError::unavailable(&e))?;
+    Ok(json(200, &body))
 }
 
 /// The query string of `stats`: nothing, or `tenant=<t>`.
@@ -63,7 +56,7 @@ fn query_tenant(query: &str) -> Result<Option<String>> {
 
 fn stats(tenant: Option<&str>) -> Result<Value> {
     let conn = redis(DB_CACHE)?;
-    let prefix = format!("{}_", var("cache_index")?);
+    let prefix = cache_index_prefix(&var("cache_index")?);
     let query = match tenant {
         Some(t) => format!("@tenant:{{{}}}", escape_tag(t)),
         None => "*".to_string(),
@@ -90,10 +83,7 @@ fn stats(tenant: Option<&str>) -> Result<Value> {
         .iter()
         .map(|m| {
             let why = m.as_str();
-            (
-                why.to_string(),
-                j!(counter(&format!("guard_refused_{why}"))),
-            )
+            (why.to_string(), j!(counter(&guard_refused_field(why))))
         })
         .collect();
     let (exact, semantic, coalesced) = (
@@ -152,7 +142,7 @@ struct Selection {
 impl Selection {
     fn everything() -> Self {
         Self {
-            pattern: format!("{}*", KEY_PREFIX),
+            pattern: format!("{CACHE_ENTRY_PREFIX}*"),
             tenant: String::new(),
             scope: String::new(),
         }
@@ -167,7 +157,7 @@ impl Invalidate {
         };
         match (self.entry, self.tenant, self.scope) {
             (Some(entry), None, None) => {
-                if !entry.starts_with(KEY_PREFIX) || !plain(&entry) || entry.len() > 256 {
+                if !entry.starts_with(CACHE_ENTRY_PREFIX) || !plain(&entry) || entry.len() > 256 {
                     bail!("`entry` is not a cache entry id (the `cache.entry` of a hit)");
                 }
                 Ok(Selection {
@@ -184,7 +174,7 @@ impl Invalidate {
                     bail!("invalid scope {s:?} (the `cache.scope` of a hit)");
                 }
                 Ok(Selection {
-                    pattern: format!("{}*", KEY_PREFIX),
+                    pattern: format!("{CACHE_ENTRY_PREFIX}*"),
                     tenant,
                     scope: scope.unwrap_or_default(),
                 })
@@ -220,7 +210,7 @@ return deleted"#;
     let args = [
         arg(SCRIPT),
         RedisParameter::Int64(1),
-        arg(LRU_KEY),
+        arg(CACHE_LRU_KEY),
         arg(&sel.pattern),
         arg(&sel.tenant),
         arg(&sel.scope),
@@ -228,5 +218,55 @@ return deleted"#;
     match execute(&conn, "EVAL", &args)?.first() {
         Some(RedisResult::Int64(n)) => Ok(j!({"deleted": n})),
         other => bail!("unexpected reply: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalidate(body: &str) -> Result<Selection> {
+        serde_json::from_str::<Invalidate>(body)
+            .unwrap()
+            .selection()
+    }
+
+    #[test]
+    fn stats_take_only_a_tenant() {
+        assert_eq!(query_tenant("").unwrap(), None);
+        assert_eq!(
+            query_tenant("tenant=acme").unwrap().as_deref(),
+            Some("acme")
+        );
+        assert!(query_tenant("tenant=a*b").is_err());
+        assert!(query_tenant("model=x").is_err());
+    }
+
+    #[test]
+    fn invalidation_selects_an_entry_or_a_tenant() {
+        let one = invalidate(r#"{"entry": "aies:cache:m:acme:ab:cd"}"#).unwrap();
+        assert_eq!(
+            (
+                one.pattern.as_str(),
+                one.tenant.as_str(),
+                one.scope.as_str()
+            ),
+            ("aies:cache:m:acme:ab:cd", "", "")
+        );
+        let tenant = invalidate(r#"{"tenant": "acme", "scope": "ab12"}"#).unwrap();
+        assert_eq!(
+            (
+                tenant.pattern.as_str(),
+                tenant.tenant.as_str(),
+                tenant.scope.as_str()
+            ),
+            ("aies:cache:*", "acme", "ab12")
+        );
+        // Not a cache entry, or a glob that would match more than one.
+        assert!(invalidate(r#"{"entry": "aies:task:x"}"#).is_err());
+        assert!(invalidate(r#"{"entry": "aies:cache:*"}"#).is_err());
+        assert!(invalidate(r#"{"tenant": "acme", "scope": "zz"}"#).is_err());
+        assert!(invalidate(r#"{"entry": "aies:cache:m:x", "tenant": "acme"}"#).is_err());
+        assert_eq!(Selection::everything().pattern, "aies:cache:*");
     }
 }

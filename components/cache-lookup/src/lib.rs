@@ -9,26 +9,32 @@
 //! - `/admin/cache/...`: stats, invalidation, flush (see `admin`).
 
 use aies_contract::{InsertRequest, LookupRequest};
-use aies_guest::{error, json, parse_body};
+use aies_guest::{json, parse_body, ApiError};
 use aies_semantic_cache::{insert, lookup};
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
 
 mod admin;
 
 #[http_component]
 async fn handle(req: Request) -> Response {
-    let result = match (req.method(), req.path()) {
-        (Method::Post, "/lookup") => match parse_body::<LookupRequest>(&req) {
-            Ok(body) => lookup(body).map(|r| json(200, &r)),
-            Err(resp) => return resp,
-        },
-        (Method::Post, "/insert") => match parse_body::<InsertRequest>(&req) {
-            Ok(body) => insert(body).map(|()| json(200, &serde_json::json!({"inserted": true}))),
-            Err(resp) => return resp,
-        },
-        (_, path) if path.starts_with("/admin/cache/") => return admin::handle(&req),
-        _ => return error(404, "cache-lookup serves POST /lookup and POST /insert"),
-    };
-    result.unwrap_or_else(|e| error(500, format!("{e:#}")))
+    route(&req).into_response()
+}
+
+fn route(req: &Request) -> Result<Response, ApiError> {
+    let internal = |e: anyhow::Error| ApiError::internal(&e);
+    match (req.method(), req.path()) {
+        (Method::Post, "/lookup") => {
+            let found = lookup(parse_body::<LookupRequest>(req)?).map_err(internal)?;
+            Ok(json(200, &found))
+        }
+        (Method::Post, "/insert") => {
+            insert(parse_body::<InsertRequest>(req)?).map_err(internal)?;
+            Ok(json(200, &serde_json::json!({"inserted": true})))
+        }
+        (_, path) if path.starts_with("/admin/cache/") => admin::handle(req),
+        _ => Err(ApiError::not_found(
+            "cache-lookup serves POST /lookup and POST /insert",
+        )),
+    }
 }

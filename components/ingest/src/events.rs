@@ -6,8 +6,9 @@
 //! or FAILURE), or after [`MAX_STREAM`] (an `EventSource` reconnects by
 //! itself), with a comment line every [`KEEP_ALIVE`] so proxies keep it open.
 
-use aies_contract::valid_task_id;
-use aies_guest::{error, sleep};
+use crate::{keys, tasks::tenant_task};
+use aies_contract::{valid_task_id, TaskResult};
+use aies_guest::{sleep, ApiError};
 use futures::SinkExt;
 use spin_sdk::http::{Fields, OutgoingResponse, Request, Response, ResponseOutparam};
 use std::time::{Duration, Instant};
@@ -31,19 +32,30 @@ pub async fn respond(out: ResponseOutparam, mut resp: Response) {
     }
 }
 
-pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
+/// The task's tenant and the task as it is, before a stream starts.
+fn first(req: &Request, id: &str) -> Result<(String, TaskResult), ApiError> {
     if !valid_task_id(id) {
-        return respond(out, error(400, "invalid task id")).await;
+        return Err(ApiError::bad_request("invalid task id"));
     }
-    let tenant = match super::keys::tenant(req) {
-        Ok(t) => t,
-        Err(resp) => return respond(out, resp).await,
-    };
+    let tenant = keys::tenant(req)?;
     // Unknown (or another tenant's) tasks are a plain 404, not a stream.
-    let mut task = match super::tenant_task(id, &tenant) {
-        Ok(Some(task)) => task,
-        Ok(None) => return respond(out, error(404, format!("no task {id}"))).await,
-        Err(e) => return respond(out, error(503, format!("{e:#}"))).await,
+    match tenant_task(id, &tenant) {
+        Ok(Some(task)) => Ok((tenant, task)),
+        Ok(None) => Err(ApiError::not_found(format!("no task {id}"))),
+        Err(e) => Err(ApiError::unavailable(&e)),
+    }
+}
+
+/// The `n`th event of a stream: the task as `GET /task/{id}` shows it.
+fn status_event(n: u32, task: &TaskResult) -> String {
+    let data = serde_json::to_string(task).unwrap_or_default();
+    format!("id: {n}\nevent: status\ndata: {data}\n\n")
+}
+
+pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
+    let (tenant, mut task) = match first(req, id) {
+        Ok(first) => first,
+        Err(e) => return respond(out, e.into()).await,
     };
     let headers = Fields::from_list(&[
         ("content-type".to_owned(), b"text/event-stream".to_vec()),
@@ -51,7 +63,7 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
     ]);
     let response = match headers {
         Ok(h) => OutgoingResponse::new(h),
-        Err(e) => return respond(out, error(500, format!("{e}"))).await,
+        Err(e) => return respond(out, ApiError::new(500, format!("{e}")).into()).await,
     };
     let mut body = response.take_body();
     aies_guest::flush_counts();
@@ -64,9 +76,11 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
     loop {
         if last_status != Some(task.status) {
             sent += 1;
-            let data = serde_json::to_string(&task).unwrap_or_default();
-            let event = format!("id: {sent}\nevent: status\ndata: {data}\n\n");
-            if body.send(event.into_bytes()).await.is_err() {
+            if body
+                .send(status_event(sent, &task).into_bytes())
+                .await
+                .is_err()
+            {
                 return; // the client went away
             }
             last_status = Some(task.status);
@@ -82,7 +96,7 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
             last_write = Instant::now();
         }
         sleep(POLL).await;
-        task = match super::tenant_task(id, &tenant) {
+        task = match tenant_task(id, &tenant) {
             Ok(Some(t)) => t,
             Ok(None) => {
                 let _ = body
@@ -100,4 +114,25 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
         };
     }
     let _ = body.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aies_contract::TaskStatus;
+
+    #[test]
+    fn each_change_is_one_status_event() {
+        let task = TaskResult {
+            task_id: "t".into(),
+            status: TaskStatus::Started,
+            result: None,
+            error: None,
+            model: None,
+        };
+        assert_eq!(
+            status_event(2, &task),
+            "id: 2\nevent: status\ndata: {\"task_id\":\"t\",\"status\":\"STARTED\"}\n\n"
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //! Redis DB 1: `aies:idem:<tenant>:<hash of the key>` = JSON
 //! `{"fingerprint", "status"?, "body"?}` (no status yet: running).
 
-use aies_guest::{arg, error, execute, hex, redis, text, DB_COORDINATION};
+use aies_contract::keys::{idempotency_key, DB_COORDINATION};
+use aies_guest::{arg, execute, hex, redis, text, ApiError};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Request, Response};
@@ -31,57 +32,51 @@ struct Saved {
     body: Option<String>,
 }
 
-/// Runs `work` once per idempotency key (every time without one).
-pub async fn once(req: &Request, tenant: &str, work: impl Future<Output = Response>) -> Response {
+/// Runs `work` once per idempotency key (every time without one); `Err`
+/// is about the key itself (invalid, reused, in use, not checkable).
+pub async fn once(
+    req: &Request,
+    tenant: &str,
+    work: impl Future<Output = Response>,
+) -> Result<Response, ApiError> {
     let Some(key) = req.header("idempotency-key").map(|v| v.as_bytes()) else {
-        return work.await;
+        return Ok(work.await);
     };
-    let key = match std::str::from_utf8(key) {
-        Ok(k)
-            if (1..=MAX_KEY_CHARS).contains(&k.len())
-                && k.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            k
-        }
-        _ => {
-            return error(
-                400,
-                format!("Idempotency-Key must be 1-{MAX_KEY_CHARS} printable ASCII characters"),
-            )
-        }
-    };
-    let record = format!("aies:idem:{tenant}:{}", hex(key, 16));
-    let fingerprint = hex(
-        &format!("{}\n{}", req.path(), String::from_utf8_lossy(req.body())),
-        16,
-    );
+    let key = valid_key(key)?;
+    let record = idempotency_key(tenant, &hex(key, 16));
+    let fingerprint = fingerprint(req.path(), req.body());
     match reserve(&record, &fingerprint) {
         Ok(None) => {}
         Ok(Some(saved)) if saved.fingerprint != fingerprint => {
-            return error(
+            return Err(ApiError::new(
                 422,
                 "this Idempotency-Key was used with another request body",
-            )
+            ))
         }
         Ok(Some(Saved {
             status: Some(status),
             body: Some(body),
             ..
         })) => {
-            return Response::builder()
+            return Ok(Response::builder()
                 .status(status)
                 .header("content-type", "application/json")
                 .header("idempotent-replayed", "true")
                 .body(body)
-                .build()
+                .build())
         }
         Ok(Some(_)) => {
-            return error(
+            return Err(ApiError::new(
                 409,
                 "a request with this Idempotency-Key is still being answered",
-            )
+            ))
         }
-        Err(e) => return error(503, format!("checking the Idempotency-Key: {e:#}")),
+        Err(e) => {
+            return Err(ApiError::new(
+                503,
+                format!("checking the Idempotency-Key: {e:#}"),
+            ))
+        }
     }
     let resp = work.await;
     let status = *resp.status();
@@ -98,7 +93,28 @@ pub async fn once(req: &Request, tenant: &str, work: impl Future<Output = Respon
     if let Err(e) = kept {
         aies_guest::log!("Idempotency-Key answer not kept: {e:#}");
     }
-    resp
+    Ok(resp)
+}
+
+/// The header's value, if it is 1 to [`MAX_KEY_CHARS`] printable ASCII
+/// characters.
+fn valid_key(key: &[u8]) -> Result<&str, ApiError> {
+    match std::str::from_utf8(key) {
+        Ok(k)
+            if (1..=MAX_KEY_CHARS).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(k)
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1-{MAX_KEY_CHARS} printable ASCII characters"
+        ))),
+    }
+}
+
+/// What makes two requests with one key the same request: route and body.
+fn fingerprint(path: &str, body: &[u8]) -> String {
+    hex(&format!("{path}\n{}", String::from_utf8_lossy(body)), 16)
 }
 
 /// Takes the key for this request, or returns what holds it.
@@ -141,4 +157,56 @@ fn keep(record: &str, saved: &Saved) -> Result<()> {
 fn forget(record: &str) -> Result<()> {
     execute(&redis(DB_COORDINATION)?, "DEL", &[arg(record)])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_printable_ascii() {
+        assert_eq!(valid_key(b"order-42").unwrap(), "order-42");
+        assert!(valid_key("x".repeat(255).as_bytes()).is_ok());
+        for bad in [&b""[..], b"a b", b"caf\xc3\xa9", &[b'x'; 256]] {
+            let e = valid_key(bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.message.as_str()),
+                (
+                    400,
+                    "Idempotency-Key must be 1-255 printable ASCII characters"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_route_and_body() {
+        let a = fingerprint("/process", br#"{"prompt":"a"}"#);
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, fingerprint("/process", br#"{"prompt":"a"}"#));
+        assert_ne!(a, fingerprint("/process", br#"{"prompt":"b"}"#));
+        assert_ne!(a, fingerprint("/process/batch", br#"{"prompt":"a"}"#));
+    }
+
+    #[test]
+    fn saved_answers_keep_their_stored_form() {
+        let running = Saved {
+            fingerprint: "f".into(),
+            status: None,
+            body: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&running).unwrap(),
+            r#"{"fingerprint":"f"}"#
+        );
+        let done = Saved {
+            fingerprint: "f".into(),
+            status: Some(202),
+            body: Some("{}".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&done).unwrap(),
+            r#"{"fingerprint":"f","status":202,"body":"{}"}"#
+        );
+    }
 }

@@ -8,17 +8,18 @@
 //! Keys are stored hashed (SHA-256: a key is 256 random bits, so a plain
 //! hash cannot be reversed by guessing), in Redis DB 1:
 //! `aies:apikey:<hash>` = hash {id, tenant, name, created_at}, and the index
-//! `aies:apikeys` = {id: hash} for listing and revoking.
+//! `aies:apikeys` = {id: hash} for listing and revoking (see
+//! `aies_contract::keys`).
 //!
 //! Admin (`Authorization: Bearer <admin_token>`, 403 while it is empty):
 //! - `POST /admin/keys` `{"tenant", "name"?}` → 201 with the key, shown once.
 //! - `GET /admin/keys[?tenant=<t>]` → the keys' ids, tenants, names, dates.
 //! - `DELETE /admin/keys/{id}` → 200, or 404 for an unknown id.
 
+use aies_contract::keys::{api_key_record, API_KEY_INDEX, DB_COORDINATION};
 use aies_contract::{valid_tenant, DEFAULT_TENANT};
 use aies_guest::{
-    admin_only, arg, error, execute, hex, hgetall, json, now_secs, redis, text, var,
-    DB_COORDINATION,
+    admin_only, arg, execute, hex, hgetall, json, now_secs, parse_body, redis, text, var, ApiError,
 };
 use anyhow::Result;
 use serde::Deserialize;
@@ -26,31 +27,32 @@ use serde_json::json as j;
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::redis::RedisParameter;
 
-const KEY_PREFIX: &str = "aies:apikey:";
-const INDEX: &str = "aies:apikeys";
 /// What every key starts with (so a leaked one is recognisable).
 const KEY_MARK: &str = "aies_";
 const MAX_NAME_CHARS: usize = 100;
 
 /// Whether tenant routes need a key (`api_keys` variable).
-fn required() -> Result<bool, Response> {
-    match var("api_keys").as_deref().map(str::trim) {
-        Ok("required") => Ok(true),
-        Ok("off" | "") => Ok(false),
-        Ok(other) => Err(error(
+fn required() -> Result<bool, ApiError> {
+    let mode = var("api_keys").map_err(|e| ApiError::internal(&e))?;
+    required_by(&mode)
+}
+
+fn required_by(mode: &str) -> Result<bool, ApiError> {
+    match mode.trim() {
+        "required" => Ok(true),
+        "off" | "" => Ok(false),
+        other => Err(ApiError::new(
             500,
             format!("variable `api_keys` is {other:?}: use \"off\" or \"required\""),
         )),
-        Err(e) => Err(error(500, format!("{e:#}"))),
     }
 }
 
 /// The tenant a request acts for; `Err` is the 400/401/403/503 answer.
-pub fn tenant(req: &Request) -> Result<String, Response> {
+pub fn tenant(req: &Request) -> Result<String, ApiError> {
     let header = req.header("x-tenant-id").and_then(|v| v.as_str());
     if header.is_some_and(|t| !valid_tenant(t)) {
-        return Err(error(
-            400,
+        return Err(ApiError::bad_request(
             "x-tenant-id must be 1-64 letters, digits, '-' or '_'",
         ));
     }
@@ -64,12 +66,12 @@ pub fn tenant(req: &Request) -> Result<String, Response> {
     };
     let owner = redis(DB_COORDINATION)
         .and_then(|c| execute(&c, "HGET", &[arg(key_record(&key)), arg("tenant")]))
-        .map_err(|e| error(503, format!("checking the API key: {e:#}")))?;
+        .map_err(|e| ApiError::new(503, format!("checking the API key: {e:#}")))?;
     let Some(owner) = owner.first().and_then(text) else {
         return Err(unauthorized("invalid API key"));
     };
     match header {
-        Some(t) if t != owner => Err(error(
+        Some(t) if t != owner => Err(ApiError::new(
             403,
             format!("this API key belongs to tenant {owner:?}, not {t:?}"),
         )),
@@ -86,43 +88,43 @@ fn presented_key(req: &Request) -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut resp = error(401, message);
-    resp.set_header("www-authenticate", "Bearer");
-    resp
+/// 401, asking for a bearer token.
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(401, message).with_challenge()
 }
 
+/// The record of an API key: keys are stored by their hash only.
 fn key_record(key: &str) -> String {
-    format!("{KEY_PREFIX}{}", hex(key, 32))
+    api_key_record(&hex(key, 32))
 }
 
 /// `/admin/keys[/...]`.
-pub fn admin(req: &Request) -> Response {
-    if let Err(refused) = admin_only(req) {
-        return refused;
-    }
-    let path = req.path();
-    let result = match (req.method(), path) {
-        (Method::Post, "/admin/keys") => match serde_json::from_slice::<NewKey>(req.body()) {
-            Ok(body) => match body.problem() {
-                Some(problem) => return error(400, problem),
-                None => create(&body).map(|v| json(201, &v)),
-            },
-            Err(e) => return error(400, format!("invalid JSON body: {e}")),
-        },
-        (Method::Get, "/admin/keys") => match query_tenant(req.query()) {
-            Ok(t) => list(t.as_deref()).map(|v| json(200, &v)),
-            Err(resp) => return resp,
-        },
-        (Method::Delete, p) if p.starts_with("/admin/keys/") => revoke(&p["/admin/keys/".len()..]),
-        _ => {
-            return error(
-                404,
-                "admin: POST /admin/keys, GET /admin/keys, DELETE /admin/keys/{id}",
-            )
+pub fn admin(req: &Request) -> Result<Response, ApiError> {
+    admin_only(req)?;
+    let unavailable = |e: anyhow::Error| ApiError::unavailable(&e);
+    match (req.method(), req.path()) {
+        (Method::Post, "/admin/keys") => {
+            let body: NewKey = parse_body(req)?;
+            if let Some(problem) = body.problem() {
+                return Err(ApiError::bad_request(problem));
+            }
+            Ok(json(201, &create(&body).map_err(unavailable)?))
         }
-    };
-    result.unwrap_or_else(|e| error(503, format!("{e:#}")))
+        (Method::Get, "/admin/keys") => {
+            let tenant = query_tenant(req.query())?;
+            Ok(json(200, &list(tenant.as_deref()).map_err(unavailable)?))
+        }
+        (Method::Delete, p) if p.starts_with("/admin/keys/") => {
+            let id = &p["/admin/keys/".len()..];
+            if !revoke(id).map_err(unavailable)? {
+                return Err(ApiError::not_found(format!("no API key {id}")));
+            }
+            Ok(json(200, &j!({ "revoked": id })))
+        }
+        _ => Err(ApiError::not_found(
+            "admin: POST /admin/keys, GET /admin/keys, DELETE /admin/keys/{id}",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,11 +149,11 @@ impl NewKey {
     }
 }
 
-fn query_tenant(query: &str) -> Result<Option<String>, Response> {
+fn query_tenant(query: &str) -> Result<Option<String>, ApiError> {
     match query.split_once('=') {
         _ if query.is_empty() => Ok(None),
         Some(("tenant", t)) if valid_tenant(t) => Ok(Some(t.to_string())),
-        _ => Err(error(400, "the only query is tenant=<tenant>")),
+        _ => Err(ApiError::bad_request("the only query is tenant=<tenant>")),
     }
 }
 
@@ -169,7 +171,7 @@ return 1"#;
         arg(SCRIPT),
         RedisParameter::Int64(2),
         arg(&record),
-        arg(INDEX),
+        arg(API_KEY_INDEX),
         arg(&id),
         arg(&body.tenant),
         arg(&body.name),
@@ -188,7 +190,7 @@ return 1"#;
 fn list(tenant: Option<&str>) -> Result<serde_json::Value> {
     let conn = redis(DB_COORDINATION)?;
     let mut keys = Vec::new();
-    for (id, record) in hgetall(&conn, INDEX)? {
+    for (id, record) in hgetall(&conn, API_KEY_INDEX)? {
         let fields = hgetall(&conn, &record)?;
         let field = |name: &str| {
             fields
@@ -211,17 +213,101 @@ fn list(tenant: Option<&str>) -> Result<serde_json::Value> {
     Ok(j!({ "keys": keys }))
 }
 
-fn revoke(id: &str) -> Result<Response> {
+/// Deletes a key and its place in the index; false when there is no such key.
+fn revoke(id: &str) -> Result<bool> {
     const SCRIPT: &str = r#"
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if not record then return 0 end
 redis.call('DEL', record)
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1"#;
-    let args = [arg(SCRIPT), RedisParameter::Int64(1), arg(INDEX), arg(id)];
+    let args = [
+        arg(SCRIPT),
+        RedisParameter::Int64(1),
+        arg(API_KEY_INDEX),
+        arg(id),
+    ];
     let revoked = execute(&redis(DB_COORDINATION)?, "EVAL", &args)?;
-    Ok(match revoked.first() {
-        Some(spin_sdk::redis::RedisResult::Int64(1)) => json(200, &j!({ "revoked": id })),
-        _ => error(404, format!("no API key {id}")),
-    })
+    Ok(matches!(
+        revoked.first(),
+        Some(spin_sdk::redis::RedisResult::Int64(1))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spin_sdk::http::Method;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut req = Request::builder();
+        req.method(Method::Post).uri("/process");
+        for (k, v) in headers {
+            req.header(*k, *v);
+        }
+        req.build()
+    }
+
+    #[test]
+    fn keys_come_as_bearer_or_x_api_key() {
+        let bearer = request(&[("authorization", "Bearer aies_abc ")]);
+        assert_eq!(presented_key(&bearer).as_deref(), Some("aies_abc"));
+        let header = request(&[("x-api-key", "aies_def")]);
+        assert_eq!(presented_key(&header).as_deref(), Some("aies_def"));
+        assert_eq!(
+            presented_key(&request(&[("authorization", "Basic x")])),
+            None
+        );
+        assert_eq!(presented_key(&request(&[("x-api-key", " ")])), None);
+        assert_eq!(presented_key(&request(&[])), None);
+    }
+
+    #[test]
+    fn a_missing_key_asks_for_one() {
+        let e = unauthorized("invalid API key");
+        assert_eq!((e.status, e.challenge), (401, true));
+        // Hashed: the key itself is never a Redis key.
+        let record = key_record("aies_secret");
+        assert!(record.starts_with("aies:apikey:") && !record.contains("secret"));
+        assert_eq!(record.len(), "aies:apikey:".len() + 64);
+    }
+
+    #[test]
+    fn api_keys_is_off_or_required() {
+        assert!(required_by(" required ").unwrap());
+        assert!(!required_by("off").unwrap());
+        assert!(!required_by("").unwrap());
+        let e = required_by("on").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (
+                500,
+                r#"variable `api_keys` is "on": use "off" or "required""#
+            )
+        );
+    }
+
+    #[test]
+    fn new_keys_name_a_valid_tenant() {
+        let key = |tenant: &str, name: &str| NewKey {
+            tenant: tenant.into(),
+            name: name.into(),
+        };
+        assert_eq!(key("acme", "ci").problem(), None);
+        assert!(key("a b", "")
+            .problem()
+            .unwrap()
+            .starts_with("`tenant` must be"));
+        assert_eq!(
+            key("acme", "a\tb").problem().as_deref(),
+            Some("`name` must be at most 100 printable characters")
+        );
+        assert!(key("acme", &"n".repeat(101)).problem().is_some());
+        assert_eq!(query_tenant("").unwrap(), None);
+        assert_eq!(
+            query_tenant("tenant=acme").unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(query_tenant("name=x").unwrap_err().status, 400);
+    }
 }

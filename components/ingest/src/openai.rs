@@ -20,184 +20,52 @@
 //!   404, 409, 413, 422, 429 when the provider rate-limited us after our
 //!   retries, 502 for other provider failures, 503, 504).
 
-use aies_contract::{EmbedRequest, EmbedResponse, ProcessRequest, MAX_PROMPT_CHARS};
-use aies_guest::{call, json, now_secs, stage_url, StageError};
-use serde::Deserialize;
+use crate::process::{answer, Answered};
+use crate::{keys, request::validate, tasks::wait_for};
+use aies_contract::{EmbedRequest, EmbedResponse};
+use aies_guest::{call, json, now_secs, stage_url, ApiError, StageError};
 use serde_json::{json as j, Value};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{Method, Request, Response};
 use std::time::Duration;
+use wire::{encode_base64, inputs, openai_error, task_answer, ChatRequest, EmbeddingsRequest};
+
+mod wire;
 
 /// Longest a request waits for its task (the host stops a request at 120 s).
 const MAX_WAIT: Duration = Duration::from_secs(100);
-/// Most inputs of one `/v1/embeddings` request.
-const MAX_INPUTS: usize = 256;
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// An error in OpenAI's format; the type follows the status.
-pub fn error(status: u16, message: impl Into<String>) -> Response {
-    let kind = match status {
-        400 | 404 | 409 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
+/// `/v1/chat/completions` and `/v1/embeddings`, any method: errors in
+/// OpenAI's format.
+pub async fn route(req: Request) -> Response {
+    let answered = match (req.method(), req.path()) {
+        (Method::Post, "/v1/chat/completions") => chat(req).await,
+        (Method::Post, "/v1/embeddings") => embeddings(req).await,
+        _ => Err(ApiError::new(405, "use POST")),
     };
-    json(
-        status,
-        &j!({"error": {"message": message.into(), "type": kind, "param": null, "code": null}}),
-    )
+    answered.unwrap_or_else(|e| openai_error(&e))
 }
 
-/// One of our `{"error": "..."}` answers, in OpenAI's format.
-fn translated(resp: Response) -> Response {
-    let status = *resp.status();
-    let message = serde_json::from_slice::<Value>(resp.body())
-        .ok()
-        .and_then(|v| v["error"].as_str().map(String::from))
-        .unwrap_or_else(|| String::from_utf8_lossy(resp.body()).into_owned());
-    error(status, message)
-}
-
-fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body().len() > MAX_BODY_BYTES {
-        return Err(error(
-            413,
-            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-        ));
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    serde_json::from_slice(req.body()).map_err(|e| error(400, format!("invalid JSON body: {e}")))
-}
-
-#[derive(Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    model: String,
-    messages: Vec<Message>,
-    #[serde(default)]
-    stream: bool,
-    temperature: Option<f32>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    n: Option<u32>,
-    tools: Option<Value>,
-    functions: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    role: String,
-    content: Content,
-}
-
-/// A message's content: text, or parts of which only text is supported.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: String,
-}
-
-impl Content {
-    fn text(&self) -> Result<String, String> {
-        match self {
-            Content::Text(t) => Ok(t.clone()),
-            Content::Parts(parts) => parts
-                .iter()
-                .map(|p| match p.kind.as_str() {
-                    "text" => Ok(p.text.as_str()),
-                    other => Err(format!("content parts of type {other:?} are not supported")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(|texts| texts.join("\n")),
-        }
-    }
-}
-
-impl ChatRequest {
-    /// The task this conversation asks for; `Err` is a 400's message.
-    fn process_request(&self) -> Result<ProcessRequest, String> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err("only n = 1 is supported".into());
-        }
-        if self.tools.is_some() || self.functions.is_some() {
-            return Err("tools and functions are not supported".into());
-        }
-        let mut system = Vec::new();
-        let mut turns = Vec::new();
-        for m in &self.messages {
-            let text = m.content.text()?;
-            match m.role.as_str() {
-                "system" | "developer" => system.push(text),
-                "user" => turns.push(("User", text)),
-                "assistant" => turns.push(("Assistant", text)),
-                other => return Err(format!("messages with role {other:?} are not supported")),
-            }
-        }
-        let prompt = match turns.as_slice() {
-            [] => return Err("`messages` needs at least one user message".into()),
-            [("User", only)] => only.clone(),
-            _ => turns
-                .iter()
-                .map(|(who, text)| format!("{who}: {text}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        };
-        Ok(ProcessRequest {
-            prompt,
-            use_cache: true,
-            metadata: None,
-            system: (!system.is_empty()).then(|| system.join("\n")),
-            temperature: self.temperature,
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            cache_threshold: None,
-        })
-    }
+    serde_json::from_slice(req.body()).map_err(|e| ApiError::invalid_json(&e))
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(req: Request) -> Response {
-    let tenant = match super::keys::tenant(&req) {
-        Ok(t) => t,
-        Err(resp) => return translated(resp),
-    };
-    let chat: ChatRequest = match body(&req) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
+async fn chat(req: Request) -> Result<Response, ApiError> {
+    let tenant = keys::tenant(&req)?;
+    let chat: ChatRequest = body(&req)?;
     let process = chat
         .process_request()
-        .map_err(|msg| (400, msg))
-        .and_then(super::validate);
-    let process = match process {
-        Ok(p) => p,
-        Err((status, msg)) => return error(status, msg),
-    };
-    let (status, answer) = super::answer(process, &tenant).await;
-    let (task_id, result, model, hit) = match status {
-        200 => (
-            answer["task_id"].as_str().unwrap_or_default().to_string(),
-            answer["result"].as_str().unwrap_or_default().to_string(),
-            None,
-            Some(answer["cache"]["tier"].clone()),
-        ),
-        202 => {
-            let task_id = answer["task_id"].as_str().unwrap_or_default().to_string();
-            match wait(&task_id, &tenant).await {
-                Ok((result, model)) => (task_id, result, model, None),
-                Err(resp) => return resp,
-            }
-        }
-        _ => {
-            let message = answer["error"].as_str().unwrap_or("failed").to_string();
-            return error(status, message);
+        .map_err(ApiError::bad_request)
+        .and_then(validate)?;
+    let (task_id, result, model, hit) = match answer(process, &tenant).await? {
+        Answered::Hit(hit) => (hit.task_id, hit.result, None, Some(hit.tier)),
+        Answered::Joined { task_id, .. } | Answered::Queued { task_id } => {
+            let (result, model) = wait(&task_id, &tenant).await?;
+            (task_id, result, model, None)
         }
     };
     let model =
@@ -206,7 +74,7 @@ pub async fn chat(req: Request) -> Response {
     let created = now_secs();
     let aies = j!({"task_id": task_id, "cached": hit.is_some(), "tier": hit});
     if !chat.stream {
-        return json(
+        return Ok(json(
             200,
             &j!({
                 "id": id,
@@ -221,7 +89,7 @@ pub async fn chat(req: Request) -> Response {
                 }],
                 "aies": aies,
             }),
-        );
+        ));
     }
     let chunk = |delta: Value, finish: Value| {
         let c = j!({
@@ -241,23 +109,23 @@ pub async fn chat(req: Request) -> Response {
         "data: [DONE]\n\n".to_string(),
     ]
     .concat();
-    Response::builder()
+    Ok(Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(stream)
-        .build()
+        .build())
 }
 
 /// Waits for a task to be final: its result and model, or the error.
-async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), Response> {
-    let task = match super::wait_for(task_id, tenant, MAX_WAIT).await {
+async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), ApiError> {
+    let task = match wait_for(task_id, tenant, MAX_WAIT).await {
         Ok(Some(task)) => task,
-        Ok(None) => return Err(error(502, format!("task {task_id} disappeared"))),
-        Err(e) => return Err(error(503, format!("{e:#}"))),
+        Ok(None) => return Err(ApiError::new(502, format!("task {task_id} disappeared"))),
+        Err(e) => return Err(ApiError::unavailable(&e)),
     };
     if !task.status.is_final() {
-        return Err(error(
+        return Err(ApiError::new(
             504,
             format!(
                 "task {task_id} is not done after {} s; it goes on: GET /task/{task_id}",
@@ -265,66 +133,14 @@ async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), R
             ),
         ));
     }
-    match (task.result, task.error) {
-        (Some(result), None) => Ok((result, task.model)),
-        (_, error_text) => {
-            let text = error_text.unwrap_or_else(|| "the task failed".into());
-            // The provider still said 429 after our retries.
-            let status = if text.contains("status 429") {
-                429
-            } else {
-                502
-            };
-            Err(error(status, format!("task {task_id}: {text}")))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsRequest {
-    input: Input,
-    #[serde(default)]
-    encoding_format: Option<String>,
-    dimensions: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Input {
-    One(String),
-    Many(Vec<String>),
+    task_answer(task_id, task.result, task.error).map(|result| (result, task.model))
 }
 
 /// `POST /v1/embeddings`: the app's embedding model (`embed` stage).
-pub async fn embeddings(req: Request) -> Response {
-    if let Err(resp) = super::keys::tenant(&req) {
-        return translated(resp);
-    }
-    let request: EmbeddingsRequest = match body(&req) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let texts = match request.input {
-        Input::One(t) => vec![t],
-        Input::Many(ts) => ts,
-    };
-    if texts.is_empty() || texts.len() > MAX_INPUTS {
-        return error(400, format!("`input` must have 1 to {MAX_INPUTS} texts"));
-    }
-    if texts.iter().any(|t| t.is_empty()) {
-        return error(400, "`input` texts must not be empty");
-    }
-    if texts.iter().any(|t| t.chars().count() > MAX_PROMPT_CHARS) {
-        return error(
-            400,
-            format!("an input is longer than {MAX_PROMPT_CHARS} characters"),
-        );
-    }
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => return error(400, format!("unknown encoding_format {other:?}")),
-    };
+async fn embeddings(req: Request) -> Result<Response, ApiError> {
+    keys::tenant(&req)?;
+    let request: EmbeddingsRequest = body(&req)?;
+    let (texts, base64) = inputs(request.input, request.encoding_format.as_deref())?;
     let url = stage_url("embed", "/embed");
     let embedded: EmbedResponse = match call(&url, &EmbedRequest { texts }).await {
         Ok(e) => e,
@@ -333,20 +149,17 @@ pub async fn embeddings(req: Request) -> Response {
                 Some(s) if (400..500).contains(&s.status) => 400,
                 _ => 502,
             };
-            return error(status, format!("{e:#}"));
+            return Err(ApiError::new(status, format!("{e:#}")));
         }
     };
     if let Some(d) = request
         .dimensions
         .filter(|d| embedded.vectors.first().is_some_and(|v| v.len() != *d))
     {
-        return error(
-            400,
-            format!(
-                "{} gives vectors of another dimension than {d}",
-                embedded.model
-            ),
-        );
+        return Err(ApiError::bad_request(format!(
+            "{} gives vectors of another dimension than {d}",
+            embedded.model
+        )));
     }
     let data: Vec<Value> = embedded
         .vectors
@@ -361,12 +174,5 @@ pub async fn embeddings(req: Request) -> Response {
     if let Some(tokens) = embedded.tokens {
         out["usage"] = j!({"prompt_tokens": tokens, "total_tokens": tokens});
     }
-    json(200, &out)
-}
-
-/// The vector as OpenAI's `encoding_format: base64`: little-endian f32s.
-fn encode_base64(vector: &[f32]) -> String {
-    use base64::Engine;
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    Ok(json(200, &out))
 }

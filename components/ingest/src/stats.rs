@@ -9,9 +9,9 @@
 //! when it made them); a third-party event's start is when llm-invoke took
 //! it, so only its run time is shown.
 
+use aies_contract::keys::{DB_CACHE, DB_TASKS, METRICS_KEY, RECENT_TASKS_KEY, SERVICES_KEY};
 use aies_guest::{
-    admin_only, arg, error, execute, hgetall, json, now_ms, redis, text, var, TaskRecord, DB_CACHE,
-    DB_TASKS, METRICS_KEY, RECENT_TASKS_KEY,
+    admin_only, arg, execute, hgetall, json, now_ms, redis, text, var, ApiError, TaskRecord,
 };
 use anyhow::{Context, Result};
 use serde_json::{json as j, Map, Value};
@@ -21,16 +21,14 @@ use spin_sdk::http::{Method, Request, Response};
 const LATEST: i64 = 20;
 const PROMPT_SHOWN_CHARS: usize = 80;
 
-pub async fn stats(req: &Request) -> Response {
+pub async fn stats(req: &Request) -> Result<Response, ApiError> {
     if var("api_keys").is_ok_and(|v| v.trim() == "required") {
-        if let Err(refused) = admin_only(req) {
-            return refused;
-        }
+        admin_only(req)?;
     }
-    let counters = match redis(DB_CACHE).and_then(|c| hgetall(&c, METRICS_KEY)) {
-        Ok(f) => f,
-        Err(e) => return error(503, format!("{e:#}")),
-    };
+    let unavailable = |e: anyhow::Error| ApiError::unavailable(&e);
+    let counters = redis(DB_CACHE)
+        .and_then(|c| hgetall(&c, METRICS_KEY))
+        .map_err(unavailable)?;
     let counter = |name: &str| {
         counters
             .iter()
@@ -38,10 +36,7 @@ pub async fn stats(req: &Request) -> Response {
             .and_then(|(_, v)| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let latest = match latest_tasks() {
-        Ok(l) => l,
-        Err(e) => return error(503, format!("{e:#}")),
-    };
+    let latest = latest_tasks().map_err(unavailable)?;
     let (exact, semantic, misses, coalesced) = (
         counter("cache_hits_exact"),
         counter("cache_hits_semantic"),
@@ -56,7 +51,7 @@ pub async fn stats(req: &Request) -> Response {
             n as f64 / asked as f64
         }
     };
-    json(
+    Ok(json(
         200,
         &j!({
             "generated_ms": now_ms(),
@@ -80,17 +75,19 @@ pub async fn stats(req: &Request) -> Response {
             "kafka": kafka().await,
             "services": services(),
         }),
-    )
+    ))
 }
 
 /// `aies:services` (DB 0), written by `aies-up`: `<service>.<field>`
 /// pairs, as `{service: {field: number or text}}`. Empty elsewhere.
-const SERVICES_KEY: &str = "aies:services";
-
 fn services() -> Value {
     let fields = redis(DB_CACHE)
         .and_then(|c| hgetall(&c, SERVICES_KEY))
         .unwrap_or_default();
+    services_of(fields)
+}
+
+fn services_of(fields: Vec<(String, String)>) -> Value {
     let mut out = Map::new();
     for (key, value) in fields {
         let Some((service, field)) = key.split_once('.') else {
@@ -229,4 +226,60 @@ fn lanes(text: &str) -> Value {
         )
     });
     j!({"available": true, "broker_up": broker_up, "lanes": lanes, "partitions": partitions})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_group_their_fields() {
+        let field = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let services = services_of(vec![
+            field("bridge.restarts", "2"),
+            field("bridge.last_exit", "signal 9"),
+            field("redis.restarts", "0"),
+            field("stray", "1"),
+        ]);
+        assert_eq!(
+            services,
+            j!({
+                "bridge": {"restarts": 2, "last_exit": "signal 9"},
+                "redis": {"restarts": 0},
+            })
+        );
+    }
+
+    #[test]
+    fn lanes_and_partitions_come_from_the_bridge_metrics() {
+        let text = "\
+# TYPE aies_bridge_events_consumed_total counter
+aies_bridge_events_consumed_total{lane=\"api\"} 5
+aies_bridge_events_succeeded_total{lane=\"api\"} 4
+aies_bridge_partition_lag{lane=\"batch\",partition=\"1\"} 7
+aies_bridge_partition_lag{lane=\"api\",partition=\"0\"} 0
+aies_bridge_broker_up 1
+aies_bridge_other{lane=\"api\"} 9
+not a sample
+";
+        let v = lanes(text);
+        assert_eq!(v["available"], true);
+        assert_eq!(v["broker_up"], true);
+        assert_eq!(v["lanes"]["api"]["consumed"], 5.0);
+        assert_eq!(v["lanes"]["api"]["succeeded"], 4.0);
+        // Counters the bridge never moved are 0, unknown samples ignored.
+        assert_eq!(v["lanes"]["api"]["dead_lettered"], 0.0);
+        assert_eq!(
+            v["lanes"]["api"].as_object().unwrap().len(),
+            LANE_SAMPLES.len()
+        );
+        assert_eq!(
+            v["partitions"],
+            j!([
+                {"lane": "api", "partition": 0, "lag": 0.0},
+                {"lane": "batch", "partition": 1, "lag": 7.0},
+            ])
+        );
+        assert_eq!(lanes("")["broker_up"], Value::Null);
+    }
 }

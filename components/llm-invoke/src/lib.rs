@@ -53,12 +53,12 @@ async fn handle(req: Request) -> Response {
         match parse_body::<InvokeBatch>(&req) {
             Ok(b) if b.events.len() <= MAX_BATCH => b.events,
             Ok(_) => return error(400, format!("a batch holds at most {MAX_BATCH} events")),
-            Err(resp) => return resp,
+            Err(e) => return e.into(),
         }
     } else {
         match parse_body::<InvokeRequest>(&req) {
             Ok(e) => vec![e],
-            Err(resp) => return resp,
+            Err(e) => return e.into(),
         }
     };
     let results = match invoke_all(events).await {

@@ -33,12 +33,12 @@ async fn handle(req: Request) -> Response {
         match parse_body::<StoreBatch>(&req) {
             Ok(b) if b.items.len() <= MAX_BATCH => b.items,
             Ok(_) => return error(400, format!("a batch holds at most {MAX_BATCH} items")),
-            Err(resp) => return resp,
+            Err(e) => return e.into(),
         }
     } else {
         match parse_body::<StoreRequest>(&req) {
             Ok(item) => vec![item],
-            Err(resp) => return resp,
+            Err(e) => return e.into(),
         }
     };
     let results = match store_all(items) {

@@ -1,0 +1,143 @@
+//! `GET /metrics`: the counters of the metrics hash as Prometheus text.
+
+use aies_contract::keys::{guard_refused_field, DB_CACHE, METRICS_KEY};
+use aies_guest::{hgetall, redis, ApiError};
+use spin_sdk::http::Response;
+
+/// Counters kept in the metrics hash, with their Prometheus names and help.
+const METRICS: &[(&str, &str, &str)] = &[
+    (
+        "requests",
+        "aies_requests_total",
+        "POST /process requests received",
+    ),
+    (
+        "bad_requests",
+        "aies_bad_requests_total",
+        "POST /process requests rejected as invalid",
+    ),
+    (
+        "cache_hits",
+        "aies_cache_hits_total",
+        "Prompts answered from the semantic cache",
+    ),
+    (
+        "cache_hits_exact",
+        "aies_cache_hits_exact_total",
+        "Prompts answered by the exact tier (no embedding)",
+    ),
+    (
+        "cache_hits_semantic",
+        "aies_cache_hits_semantic_total",
+        "Prompts answered by the semantic tier",
+    ),
+    (
+        "cache_misses",
+        "aies_cache_misses_total",
+        "Prompts not found in the semantic cache",
+    ),
+    (
+        "cache_coalesced",
+        "aies_cache_coalesced_total",
+        "Prompts that joined a running task for the same prompt instead of calling the LLM",
+    ),
+    (
+        "cache_fills",
+        "aies_cache_fills_total",
+        "Answers put into the cache by cache-fill",
+    ),
+    (
+        "cache_fill_embedded",
+        "aies_cache_fill_embedded_total",
+        "Cache fills that had to embed the prompt (no vector kept by ingest)",
+    ),
+    (
+        "cache_evicted",
+        "aies_cache_evicted_total",
+        "Cache entries evicted by cache_max_entries (least recently used first)",
+    ),
+    (
+        "cache_errors",
+        "aies_cache_errors_total",
+        "Cache lookups that failed (treated as misses)",
+    ),
+];
+
+const STATES: &[(&str, &str)] = &[
+    ("tasks_pending", "PENDING"),
+    ("tasks_started", "STARTED"),
+    ("tasks_success", "SUCCESS"),
+    ("tasks_failure", "FAILURE"),
+];
+
+pub fn metrics() -> Result<Response, ApiError> {
+    let fields = redis(DB_CACHE)
+        .and_then(|c| hgetall(&c, METRICS_KEY))
+        .map_err(|e| ApiError::unavailable(&e))?;
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(render(&fields))
+        .build())
+}
+
+/// The metrics hash's fields as Prometheus text: every counter, 0 when the
+/// hash does not have it yet.
+fn render(fields: &[(String, String)]) -> String {
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("0")
+            .to_string()
+    };
+    let mut out = String::new();
+    for (field, name, help) in METRICS {
+        out += &format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value(field)
+        );
+    }
+    out +=
+        "# HELP aies_tasks_total Tasks that entered each state\n# TYPE aies_tasks_total counter\n";
+    for (field, state) in STATES {
+        out += &format!("aies_tasks_total{{status=\"{state}\"}} {}\n", value(field));
+    }
+    out += "# HELP aies_cache_guard_refused_total Cache candidates above the threshold that the guard refused, by reason\n# TYPE aies_cache_guard_refused_total counter\n";
+    for why in aies_cache_guard::Mismatch::ALL.map(|m| m.as_str()) {
+        out += &format!(
+            "aies_cache_guard_refused_total{{reason=\"{why}\"}} {}\n",
+            value(&guard_refused_field(why))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_shown_with_0_for_the_missing() {
+        let fields = vec![
+            ("requests".to_string(), "7".to_string()),
+            ("tasks_success".to_string(), "3".to_string()),
+            ("guard_refused_numbers".to_string(), "2".to_string()),
+        ];
+        let text = render(&fields);
+        assert!(text.starts_with(
+            "# HELP aies_requests_total POST /process requests received\n\
+             # TYPE aies_requests_total counter\naies_requests_total 7\n"
+        ));
+        assert!(text.contains("\naies_cache_hits_total 0\n"));
+        assert!(text.contains("\naies_tasks_total{status=\"SUCCESS\"} 3\n"));
+        assert!(text.contains("\naies_tasks_total{status=\"PENDING\"} 0\n"));
+        assert!(text.contains("\naies_cache_guard_refused_total{reason=\"numbers\"} 2\n"));
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(
+            samples,
+            METRICS.len() + STATES.len() + aies_cache_guard::Mismatch::ALL.len()
+        );
+    }
+}
