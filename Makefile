@@ -20,8 +20,10 @@ up:
 
 # Tests start their own Redis Stack and Tansu brokers on free ports; the fault
 # tests run aies-host, aies-bridge and aies-up (built by `native`) as processes
-# to kill them.
+# to kill them. The components' pure logic is unit-tested natively first.
 test: components native
+	cd components && CARGO_TARGET_DIR=target cargo test --release --locked --lib \
+	  --target "$$(rustc -vV | sed -n 's/^host: //p')"
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
 
 # Would Spin 4 start spin.toml? Spin's manifest schema, its rules and each
@@ -37,13 +39,14 @@ replay-dlq: native
 produce: native
 	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" produce $(ARGS)
 
-# The cache's threshold and guard on the labeled pairs, with each embedding
-# model (ARGS for both runs, e.g. --threshold 0.8 --reworded 0.85).
+# The cache's threshold and guard on the tuning and held-out pairs, with each
+# embedding model at its thresholds from crates/cache-guard/thresholds.txt
+# (ARGS for both runs, e.g. --threshold 0.8 --reworded 0.85).
 cache-eval:
 	cargo build --release --locked -p aies-tests --bin aies-cache-eval
 	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" $(ARGS)
 	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" --model-dir .spin/ai-models/multilingual-e5-small \
-	  --prefix "query: " --threshold 0.85 --reworded 0.88 $(ARGS)
+	  --prefix "query: " $(ARGS)
 
 bench: build
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench

@@ -1,12 +1,13 @@
 //! One embedding model's part of the cache: its index, its key prefix, its
 //! dimension and its thresholds, from the variables and the model's
-//! measured defaults.
+//! measured defaults (`model_thresholds`, else the table built into
+//! `aies-cache-guard`).
 
-use aies_cache_guard::{Policy, Thresholds};
+use aies_cache_guard::{Policy, ThresholdTable, Thresholds};
 use aies_contract::keys::{cache_index, cache_model_prefix};
 use aies_contract::valid_tenant;
 use aies_guest::{var, var_parsed};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// One embedding model's part of the cache: its own index over its own
 /// key prefix, so vectors of two models never meet, and its thresholds.
@@ -21,7 +22,9 @@ pub(crate) struct Settings {
 /// `requested`: this request's `cache_threshold`, raised to the model's
 /// floor if it is below it.
 pub(crate) fn settings(model: &str, requested: Option<f32>) -> Result<Settings> {
-    let defaults = Thresholds::for_model(model);
+    let defaults = ThresholdTable::parse(&var("model_thresholds")?)
+        .map_err(|e| anyhow!("model_thresholds: {e}"))?
+        .for_model(model);
     // A number, or "auto" for the model's default.
     let unit = |name: &str, default: f32| -> Result<f32> {
         if var(name)?.trim() == "auto" {
