@@ -102,7 +102,13 @@ fn host_modules_import_no_circle() {
     let edges = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     assert!(edges.len() >= 10, "read too few modules: {edges:?}");
     // The capabilities know nothing of the app that wires them.
-    for capability in ["redis", "llm", "variables", "outbound_http", "redis_trigger"] {
+    for capability in [
+        "redis",
+        "llm",
+        "variables",
+        "outbound_http",
+        "redis_trigger",
+    ] {
         let uses = &edges[capability];
         for wiring in ["app", "state", "server"] {
             assert!(!uses.contains(wiring), "{capability} uses {wiring}");
