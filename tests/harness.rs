@@ -389,6 +389,10 @@ pub struct Options {
     pub max_in_flight: Option<usize>,
     /// The bridge's `fetch_wait_ms` (its default otherwise).
     pub fetch_wait_ms: Option<u64>,
+    /// The bridge's `invoke_batch_bytes` (its default otherwise).
+    pub invoke_batch_bytes: Option<usize>,
+    /// The bridge's `invoke_linger_ms` (its default otherwise).
+    pub invoke_linger_ms: Option<u64>,
 }
 
 impl Options {
@@ -403,6 +407,8 @@ impl Options {
             bridge_token: INVOKE_TOKEN,
             max_in_flight: None,
             fetch_wait_ms: None,
+            invoke_batch_bytes: None,
+            invoke_linger_ms: None,
         }
     }
 
@@ -425,6 +431,8 @@ impl Options {
 }
 
 pub const INVOKE_TOKEN: &str = "test-invoke-token";
+/// What ingest sends to the bridge's `/enqueue`.
+pub const ENQUEUE_TOKEN: &str = "test-enqueue-token";
 
 /// Redis, the host and the bridge of one test, stopped when dropped.
 pub struct System {
@@ -457,6 +465,7 @@ impl System {
         bridge_config.group = topics.group.clone();
         bridge_config.listen = "127.0.0.1:0".parse().unwrap();
         bridge_config.invoke_token = options.bridge_token.into();
+        bridge_config.enqueue_token = ENQUEUE_TOKEN.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
         if let Some(n) = options.max_in_flight {
@@ -464,6 +473,12 @@ impl System {
         }
         if let Some(ms) = options.fetch_wait_ms {
             bridge_config.fetch_wait_ms = ms;
+        }
+        if let Some(bytes) = options.invoke_batch_bytes {
+            bridge_config.invoke_batch_bytes = bytes;
+        }
+        if let Some(ms) = options.invoke_linger_ms {
+            bridge_config.invoke_linger_ms = ms;
         }
         let mut bridge = Bridge::bind(bridge_config.clone())
             .await
@@ -482,6 +497,7 @@ impl System {
             ("redis_port", redis.port.to_string()),
             ("bridge_url", format!("http://{bridge_http}")),
             ("invoke_token", INVOKE_TOKEN.to_string()),
+            ("enqueue_token", ENQUEUE_TOKEN.to_string()),
         ] {
             host_config.variables.entry(k.into()).or_insert(v);
         }

@@ -15,7 +15,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fake_llm::FakeLlm;
-use crate::harness::{consume_distinct_at, free_port, manifest, tool, Messages, INVOKE_TOKEN};
+use crate::harness::{
+    consume_distinct_at, free_port, manifest, tool, Messages, ENQUEUE_TOKEN, INVOKE_TOKEN,
+};
 
 /// Events the relay may hold at once in these tests (fixed, so that it
 /// bounds the LLM calls repeated after a crash).
@@ -236,6 +238,7 @@ impl Setup {
                 format!("http://127.0.0.1:{}", self.ports.bridge),
             ),
             ("invoke_token", INVOKE_TOKEN.into()),
+            ("enqueue_token", ENQUEUE_TOKEN.into()),
             ("llm_provider", "openai".into()),
             ("openai_base_url", self.llm_url.clone()),
             ("openai_api_key", crate::fake_llm::OPENAI_KEY.into()),
@@ -266,6 +269,7 @@ impl Setup {
                 format!("http://127.0.0.1:{}/invoke", self.ports.http),
             )
             .env("AIES_INVOKE_TOKEN", INVOKE_TOKEN)
+            .env("AIES_ENQUEUE_TOKEN", ENQUEUE_TOKEN)
             .env("AIES_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
             .env(
                 "RUST_LOG",

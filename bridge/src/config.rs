@@ -66,6 +66,14 @@ pub struct BridgeConfig {
         hide_env_values = true
     )]
     pub invoke_token: Secret,
+    /// Shared secret `POST /enqueue` requires (the app's `enqueue_token`).
+    #[arg(
+        long,
+        env = "AIES_ENQUEUE_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub enqueue_token: Secret,
     /// Events processed at once, per lane: a number, or `auto` (Little's
     /// law: `AIES_TARGET_RATE` × how long an event holds its slot).
     #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value = "auto")]
@@ -80,6 +88,10 @@ pub struct BridgeConfig {
     /// events ready at the same moment go together, never two of one key.
     #[arg(long, env = "AIES_INVOKE_BATCH", default_value_t = 32)]
     pub invoke_batch: usize,
+    /// Most bytes of events in one `/invoke/batch` request: large events
+    /// go in smaller batches (the host refuses bodies over 1 MiB).
+    #[arg(long, env = "AIES_INVOKE_BATCH_BYTES", default_value_t = 512 * 1024)]
+    pub invoke_batch_bytes: usize,
     /// How long a batch waits for more ready events (milliseconds; 0 sends
     /// what is ready at once).
     #[arg(long, env = "AIES_INVOKE_LINGER_MS", default_value_t = 2)]
@@ -131,6 +143,24 @@ impl BridgeConfig {
         Duration::from_secs(self.invoke_timeout_secs)
     }
 
+    /// Both shared secrets are set: an empty one would leave a public route
+    /// open (the app's /invoke, the bridge's /enqueue), so the bridge does
+    /// not start without them.
+    pub fn check_tokens(&self) -> anyhow::Result<()> {
+        for (name, value, variable) in [
+            ("AIES_INVOKE_TOKEN", &self.invoke_token, "invoke_token"),
+            ("AIES_ENQUEUE_TOKEN", &self.enqueue_token, "enqueue_token"),
+        ] {
+            if value.expose().is_empty() {
+                anyhow::bail!(
+                    "{name} is empty: set it to the app's `{variable}` variable \
+                     (`make up` generates both; see docs/operations.md)"
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn api_group(&self) -> String {
         format!("{}_api", self.group)
     }
@@ -153,6 +183,13 @@ pub struct Secret(String);
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `given` is this secret, in a time that does not depend on
+    /// where they first differ.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 
@@ -184,6 +221,27 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bridge_needs_both_tokens() {
+        let mut config = BridgeConfig::defaults();
+        let refused = config.check_tokens().unwrap_err().to_string();
+        assert!(
+            refused.starts_with("AIES_INVOKE_TOKEN is empty"),
+            "{refused}"
+        );
+        config.invoke_token = "i".into();
+        let refused = config.check_tokens().unwrap_err().to_string();
+        assert!(
+            refused.starts_with("AIES_ENQUEUE_TOKEN is empty"),
+            "{refused}"
+        );
+        config.enqueue_token = "e".into();
+        assert!(config.check_tokens().is_ok());
+        assert!(config.enqueue_token.matches("e"));
+        assert!(!config.enqueue_token.matches("E") && !config.enqueue_token.matches("ee"));
+        assert!(!config.enqueue_token.matches(""));
+    }
 
     #[test]
     fn a_fetch_wait_librdkafka_would_refuse_is_refused_at_start() {

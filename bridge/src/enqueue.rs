@@ -7,7 +7,8 @@ use aies_contract::{valid_task_id, ErrorBody, RawEvent, TraceParent, MAX_PROMPT_
 use anyhow::Result;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
@@ -25,6 +26,7 @@ use crate::{BridgeConfig, Metrics};
 struct Ctx {
     producer: FutureProducer,
     topic: String,
+    token: crate::config::Secret,
 }
 
 pub async fn serve(
@@ -37,6 +39,7 @@ pub async fn serve(
     let ctx = Ctx {
         producer,
         topic: config.api_topic,
+        token: config.enqueue_token,
     };
     let health_metrics = metrics.clone();
     let health = get(move || async move { health(&health_metrics) });
@@ -93,7 +96,24 @@ fn reject(status: StatusCode, error: String) -> Answer {
     (status, Json(json!(ErrorBody { error })))
 }
 
-async fn enqueue(State(ctx): State<Ctx>, body: Result<Json<RawEvent>, JsonRejection>) -> Answer {
+async fn enqueue(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Result<Json<RawEvent>, JsonRejection>,
+) -> Answer {
+    // Only the app (ingest, with the enqueue_token) may put events on the
+    // API lane: they carry their task id and tenant.
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !ctx.token.matches(given) {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (the enqueue_token)".into(),
+        );
+    }
     let Json(event) = match body {
         Ok(b) => b,
         Err(e) => return reject(StatusCode::BAD_REQUEST, e.body_text()),

@@ -2,9 +2,12 @@
 //!
 //! Events that become ready (their key's previous event is done) within
 //! `linger` of each other are sent together to `POST /invoke/batch`, up to
-//! `max_batch`. Each event gets its own answer, so
-//! retries, dead letters and per-key order stay per event; a request that
-//! fails as a whole fails each of its events the same way.
+//! a number of events and of bytes. Each event gets its own answer, so
+//! retries, dead letters and per-key order stay per event. A batch refused
+//! as a whole for good (a 4xx: too large, malformed) is split and each
+//! event sent alone, so that an event is dead-lettered only for its own
+//! fault; a batch that fails for a while (5xx, timeout) fails each of its
+//! events the same way, to be retried.
 
 use aies_contract::{BatchAnswer, BatchResponse, InvokeBatch, InvokeRequest, TaskResult};
 use anyhow::anyhow;
@@ -50,6 +53,47 @@ impl InvokeError {
 }
 
 type Reply = oneshot::Sender<Result<TaskResult, InvokeError>>;
+type Job = (InvokeRequest, Reply);
+
+/// How large one `/invoke/batch` request may grow, and how long it waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub events: usize,
+    pub bytes: usize,
+    pub linger: Duration,
+}
+
+/// Bytes an event adds to a batch's body.
+fn size(event: &InvokeRequest) -> usize {
+    serde_json::to_vec(event).map_or(usize::MAX, |v| v.len() + 1)
+}
+
+/// Takes jobs from `queue` into one batch: `first`, then what arrives
+/// within the linger while it fits. A job that does not fit is returned,
+/// to start the next batch.
+async fn gather(
+    first: Job,
+    queue: &mut mpsc::UnboundedReceiver<Job>,
+    limits: Limits,
+) -> (Vec<Job>, Option<Job>) {
+    let deadline = tokio::time::Instant::now() + limits.linger;
+    let mut bytes = size(&first.0);
+    let mut batch = vec![first];
+    while batch.len() < limits.events {
+        match tokio::time::timeout_at(deadline, queue.recv()).await {
+            Ok(Some(job)) => {
+                let more = size(&job.0);
+                if bytes.saturating_add(more) > limits.bytes {
+                    return (batch, Some(job));
+                }
+                bytes += more;
+                batch.push(job);
+            }
+            _ => break,
+        }
+    }
+    (batch, None)
+}
 
 #[derive(Clone)]
 pub struct Invoker {
@@ -62,26 +106,30 @@ impl Invoker {
         http: reqwest::Client,
         url: &str,
         token: Secret,
-        max_batch: usize,
-        linger: Duration,
+        limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<(InvokeRequest, Reply)>();
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let batch_url = format!("{}/batch", url.trim_end_matches('/'));
-        let max_batch = max_batch.clamp(1, aies_contract::MAX_BATCH);
+        let limits = Limits {
+            events: limits.events.clamp(1, aies_contract::MAX_BATCH),
+            ..limits
+        };
         tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + linger;
-                while batch.len() < max_batch {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(job)) => batch.push(job),
-                        _ => break,
-                    }
-                }
+            let mut next = None;
+            loop {
+                let first = match next.take() {
+                    Some(job) => job,
+                    None => match queue.recv().await {
+                        Some(job) => job,
+                        None => break,
+                    },
+                };
+                let (batch, rest) = gather(first, &mut queue, limits).await;
+                next = rest;
                 metrics.invoke_batch_events.observe(batch.len() as f64);
                 let (http, url, token) = (http.clone(), batch_url.clone(), token.clone());
-                tokio::spawn(send(http, url, token, batch));
+                tokio::spawn(send(http, url, token, batch, metrics.clone()));
             }
         });
         Self { jobs }
@@ -102,10 +150,13 @@ async fn send(
     http: reqwest::Client,
     url: String,
     token: Secret,
-    batch: Vec<(InvokeRequest, Reply)>,
+    batch: Vec<Job>,
+    metrics: Arc<Metrics>,
 ) {
     let (events, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match call(&http, &url, &token, InvokeBatch { events }).await {
+    let alone = events.len() > 1;
+    let batch = InvokeBatch { events };
+    match call(&http, &url, &token, &batch).await {
         Ok(results) if results.len() == replies.len() => {
             for (reply, answer) in replies.into_iter().zip(results) {
                 let _ = reply.send(outcome(answer));
@@ -120,6 +171,37 @@ async fn send(
             for reply in replies {
                 let _ = reply.send(Err(e.copy()));
             }
+        }
+        // Refused as a whole for good: which event's fault is it? Each
+        // alone says.
+        Err(InvokeError::Permanent(e)) if alone => {
+            tracing::warn!(
+                events = batch.events.len(),
+                "batch refused ({e:#}); sending its events one by one"
+            );
+            metrics.invoke_batches_split.inc();
+            let singles = batch.events.into_iter().zip(replies).map(|(event, reply)| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                async move {
+                    let one = InvokeBatch {
+                        events: vec![event],
+                    };
+                    let answer = call(&http, &url, &token, &one)
+                        .await
+                        .and_then(|mut results| match results.pop() {
+                            Some(answer) if results.is_empty() => outcome(answer).map(Some),
+                            _ => Ok(None),
+                        });
+                    let _ = reply.send(match answer {
+                        Ok(Some(task)) => Ok(task),
+                        Ok(None) => Err(InvokeError::Permanent(anyhow!(
+                            "llm-invoke answered a batch of one with another count of results"
+                        ))),
+                        Err(e) => Err(e),
+                    });
+                }
+            });
+            futures::future::join_all(singles).await;
         }
         Err(e) => {
             for reply in replies {
@@ -145,9 +227,9 @@ async fn call(
     http: &reqwest::Client,
     url: &str,
     token: &Secret,
-    batch: InvokeBatch,
+    batch: &InvokeBatch,
 ) -> Result<Vec<BatchAnswer>, InvokeError> {
-    let mut request = http.post(url).json(&batch);
+    let mut request = http.post(url).json(batch);
     if !token.expose().is_empty() {
         request = request.bearer_auth(token.expose());
     }
@@ -207,6 +289,61 @@ mod tests {
             outcome(answer(0, None)),
             Err(InvokeError::Transient(_))
         ));
+    }
+
+    fn job(prompt_bytes: usize) -> Job {
+        let event = InvokeRequest {
+            task_id: "t".into(),
+            prompt: "x".repeat(prompt_bytes),
+            tenant: "default".into(),
+            use_cache: true,
+            generation: Default::default(),
+            final_attempt: false,
+            traceparent: None,
+        };
+        (event, oneshot::channel().0)
+    }
+
+    /// Batches close at their count or their bytes; the event that does
+    /// not fit starts the next one, and one event larger than the limit
+    /// still goes, alone.
+    #[tokio::test]
+    async fn batches_are_bounded_by_count_and_bytes() {
+        let limits = Limits {
+            events: 3,
+            bytes: 10_000,
+            linger: Duration::from_millis(50),
+        };
+        let (tx, mut queue) = mpsc::unbounded_channel();
+        for n in [100, 100, 100, 100] {
+            tx.send(job(n)).unwrap();
+        }
+        let first = queue.recv().await.unwrap();
+        let (batch, rest) = gather(first, &mut queue, limits).await;
+        assert_eq!((batch.len(), rest.is_none()), (3, true));
+        let (batch, rest) = gather(queue.recv().await.unwrap(), &mut queue, limits).await;
+        assert_eq!(
+            (batch.len(), rest.is_none()),
+            (1, true),
+            "the fourth, after the linger"
+        );
+
+        for n in [4_000, 4_000, 4_000, 20_000, 100] {
+            tx.send(job(n)).unwrap();
+        }
+        let (batch, rest) = gather(queue.recv().await.unwrap(), &mut queue, limits).await;
+        assert_eq!(batch.len(), 2, "two 4 KB events fit in 10 KB, not three");
+        let (batch, rest) = gather(rest.unwrap(), &mut queue, limits).await;
+        assert_eq!(
+            batch.len(),
+            1,
+            "the 20 KB event does not join the third 4 KB one"
+        );
+        let (batch, rest) = gather(rest.unwrap(), &mut queue, limits).await;
+        assert_eq!(batch[0].0.prompt.len(), 20_000);
+        assert_eq!(batch.len(), 1, "a large event goes alone");
+        let (batch, rest) = gather(rest.unwrap(), &mut queue, limits).await;
+        assert_eq!((batch.len(), rest.is_none()), (1, true));
     }
 
     #[test]

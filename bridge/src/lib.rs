@@ -48,6 +48,7 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn bind(config: BridgeConfig) -> Result<Self> {
+        config.check_tokens()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the enqueue endpoint {}", config.listen))?;

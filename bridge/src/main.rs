@@ -51,11 +51,6 @@ async fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let config = cli.config;
-    if config.invoke_token.expose().is_empty() {
-        tracing::warn!(
-            "AIES_INVOKE_TOKEN is empty: llm-invoke must then accept unauthenticated calls"
-        );
-    }
     let bridge = aies_bridge::Bridge::bind(config).await?;
     bridge.run(shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub lag: Family<PartitionLabel, Gauge>,
     pub invoke_seconds: Histograms,
     pub invoke_batch_events: Histogram,
+    pub invoke_batches_split: Counter,
     pub pipeline_down: Gauge,
     pub broker_up: Gauge,
 }
@@ -54,6 +55,7 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(0.002, 2.0, 16))
             }),
             invoke_batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            invoke_batches_split: Counter::default(),
             pipeline_down: Gauge::default(),
             broker_up: Gauge::default(),
             registry: Registry::default(),
@@ -108,6 +110,11 @@ impl Default for Metrics {
             "invoke_batch_events",
             "Events per llm-invoke request (events ready together share one)",
             m.invoke_batch_events.clone(),
+        );
+        r.register(
+            "invoke_batches_split",
+            "llm-invoke requests refused as a whole (4xx) whose events were sent again one by one",
+            m.invoke_batches_split.clone(),
         );
         r.register(
             "pipeline_down",

@@ -8,6 +8,7 @@ mod cache;
 mod cache_admin;
 mod dashboard;
 mod dead_letters;
+mod edges;
 mod embeddings;
 mod failures;
 mod faults;

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::invoker::Invoker;
+use crate::invoker::{Invoker, Limits};
 use crate::metrics::Metrics;
 use crate::BridgeConfig;
 
@@ -69,8 +69,11 @@ pub async fn run(
         http.clone(),
         &config.invoke_url,
         config.invoke_token.clone(),
-        config.invoke_batch,
-        Duration::from_millis(config.invoke_linger_ms),
+        Limits {
+            events: config.invoke_batch,
+            bytes: config.invoke_batch_bytes,
+            linger: Duration::from_millis(config.invoke_linger_ms),
+        },
         metrics.clone(),
     );
     let relay = Arc::new(Relay {

@@ -13,12 +13,24 @@ pub fn stage_url(component: &str, path: &str) -> String {
 /// POSTs `body` as JSON to another stage (or the bridge) and decodes the
 /// JSON answer; a non-2xx answer is an error carrying its status and body.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(url: &str, body: &Req) -> Result<Resp> {
-    let req = Request::builder()
+    call_as(url, None, body).await
+}
+
+/// [`call`], proving itself with `Authorization: Bearer <token>`.
+pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
+    url: &str,
+    token: Option<&str>,
+    body: &Req,
+) -> Result<Resp> {
+    let mut builder = Request::builder();
+    builder
         .method(Method::Post)
         .uri(url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(body)?)
-        .build();
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        builder.header("authorization", format!("Bearer {token}"));
+    }
+    let req = builder.body(serde_json::to_vec(body)?).build();
     let resp: Response = spin_sdk::http::send(req)
         .await
         .with_context(|| format!("calling {url}"))?;

@@ -3,7 +3,7 @@
 
 use aies_contract::keys::DB_TASKS;
 use aies_contract::{ProcessRequest, RawEvent, TaskStatus, EVENT_VERSION};
-use aies_guest::{call, count, now_ms, redis, var, write_task};
+use aies_guest::{call_as, count, now_ms, redis, var, write_task};
 use anyhow::Result;
 
 /// Why a task was not handed on.
@@ -21,6 +21,8 @@ pub async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Res
     let url = var("bridge_url")
         .map(|base| format!("{base}/enqueue"))
         .map_err(Enqueue::NotRecorded)?;
+    // The bridge takes events only from holders of its token.
+    let token = var("enqueue_token").map_err(Enqueue::NotRecorded)?;
     record_pending(task_id, &body.prompt, &tenant).map_err(Enqueue::NotRecorded)?;
     let event = RawEvent {
         version: EVENT_VERSION,
@@ -32,7 +34,8 @@ pub async fn enqueue(task_id: &str, body: ProcessRequest, tenant: String) -> Res
         metadata: body.metadata,
         traceparent: aies_guest::current_trace(),
     };
-    if let Err(e) = call::<_, serde_json::Value>(&url, &event).await {
+    let token = Some(token.as_str()).filter(|t| !t.is_empty());
+    if let Err(e) = call_as::<_, serde_json::Value>(&url, token, &event).await {
         let msg = format!("could not enqueue: {e:#}");
         let failed = TaskStatus::Failure.as_str();
         redis(DB_TASKS)

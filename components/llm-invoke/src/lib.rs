@@ -45,8 +45,14 @@ async fn handle(req: Request) -> Response {
         _ => return error(404, "llm-invoke serves POST /invoke and POST /invoke/batch"),
     };
     match authorized(&req) {
-        Ok(true) => {}
-        Ok(false) => return error(401, "missing or wrong bearer token"),
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => return error(401, "missing or wrong bearer token"),
+        Ok(None) => {
+            return error(
+                401,
+                "invoke_token is not set: llm-invoke refuses every call until it is",
+            )
+        }
         Err(e) => return error(500, format!("{e:#}")),
     }
     let events = if batch {
@@ -70,12 +76,14 @@ async fn handle(req: Request) -> Response {
 }
 
 /// The bridge proves itself with `Authorization: Bearer <invoke_token>`.
-fn authorized(req: &Request) -> Result<bool> {
+/// The route is public (the bridge calls it from outside the app), so with
+/// no token set nobody may call it: `None`.
+fn authorized(req: &Request) -> Result<Option<bool>> {
     let token = var("invoke_token")?;
     if token.is_empty() {
-        return Ok(true);
+        return Ok(None);
     }
-    Ok(bearer_is(req, &token))
+    Ok(Some(bearer_is(req, &token)))
 }
 
 /// Runs events of distinct keys together: one Redis script marks them all

@@ -287,7 +287,10 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         .parent()
         .context("aies-up has no folder")?
         .to_path_buf();
+    // The app and the bridge prove themselves to each other with these,
+    // new each run: /invoke and /enqueue refuse every call without them.
     let token = random_hex(24)?;
+    let enqueue_token = random_hex(24)?;
     let admin = admin_token(data)?;
     let mut host = Spec::new(
         "host",
@@ -309,6 +312,7 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         format!("http://{}", args.bridge_listen),
     )
     .env("SPIN_VARIABLE_INVOKE_TOKEN", &token)
+    .env("SPIN_VARIABLE_ENQUEUE_TOKEN", &enqueue_token)
     .env("SPIN_VARIABLE_ADMIN_TOKEN", &admin)
     .probe(Probe::Http(args.listen, "/health"));
     // The seed's names for the providers, passed on as Spin variables.
@@ -339,6 +343,7 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         .env("AIES_BRIDGE_LISTEN", args.bridge_listen.to_string())
         .env("AIES_INVOKE_URL", format!("http://{}/invoke", args.listen))
         .env("AIES_INVOKE_TOKEN", &token)
+        .env("AIES_ENQUEUE_TOKEN", &enqueue_token)
         .probe(Probe::Http(args.bridge_listen, "/health")),
     );
     Ok(specs)

@@ -1,0 +1,175 @@
+//! Trust at the edges: the routes the app and the bridge call each other
+//! on are public, so each fails closed without its shared token; one large
+//! event never takes its neighbours to the dead-letter topic.
+
+use std::time::Duration;
+
+use aies_bridge::{Bridge, BridgeConfig};
+use aies_contract::TaskStatus;
+use serde_json::json;
+
+use crate::fake_llm::FakeLlm;
+use crate::harness::{
+    consume_distinct, metric, produce, producer, topic_size, Options, System, ENQUEUE_TOKEN,
+    INVOKE_TOKEN,
+};
+
+/// 40 events of 16,000 Japanese characters (about 48 KB each, within the
+/// prompt limit; 32 of them are 1.5 MB, over the host's 1 MiB body limit)
+/// all get their results, and an API miss in the same run ends SUCCESS.
+/// `batch_bytes`: the bridge's byte bound (`None`: its default, which
+/// keeps batches under the limit; a huge one makes the host refuse the
+/// batch, which the bridge then splits).
+async fn large_events_all_get_results(test: &'static str, batch_bytes: Option<usize>) -> f64 {
+    const N: usize = 40;
+    let fake = FakeLlm::start().await;
+    let mut options = Options::new(test).llm(&fake, "openai");
+    options.invoke_batch_bytes = batch_bytes;
+    // Events wait for each other, so batches fill up to their bounds.
+    options.invoke_linger_ms = Some(1_000);
+    let system = System::start(options).await;
+    let producer = producer();
+    let body = "日本語の長い質問です。".repeat(1_600);
+    for i in 0..N {
+        let prompt: String = format!("{i:02}{body}").chars().take(16_000).collect();
+        let payload = json!({ "prompt": prompt }).to_string();
+        assert!(payload.len() > 45_000);
+        produce(&producer, &system.topics.raw, None, &payload).await;
+    }
+    let (status, answer) = system.process("How many moons does Mars have?", None).await;
+    assert_eq!(status, 202, "{answer}");
+    let results = consume_distinct(&system.topics.results, N + 1, Duration::from_secs(300))
+        .await
+        .unwrap();
+    system.assert_all_succeeded(&results, N + 1).await;
+    let id = answer["task_id"].as_str().unwrap();
+    // (Its cache fill may wait behind the 40 large ones: issue 22.)
+    let task = system.wait_final(id, None).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Success);
+    assert_eq!(
+        topic_size(&system.topics.dead_letter, 3),
+        0,
+        "dead-lettered"
+    );
+    let metrics = system
+        .client
+        .get(format!("http://{}/metrics", system.bridge_http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&metrics, "aies_bridge_invoke_batches_split_total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_go_in_smaller_batches() {
+    let split = large_events_all_get_results("largebatch", None).await;
+    assert_eq!(split, 0.0, "a batch under the byte bound was refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_too_large_is_split() {
+    // Without a byte bound the 40 events (read together) make requests over
+    // the host's 1 MiB: refused with 413, then sent one by one.
+    let split = large_events_all_get_results("largesplit", Some(64 << 20)).await;
+    assert!(split >= 1.0, "no batch was large enough to be refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_invoke_refuses_every_call_while_invoke_token_is_empty() {
+    let mut options = Options::new("failclosed");
+    options
+        .variables
+        .insert("invoke_token".into(), String::new());
+    let system = System::start(options).await;
+    let event = json!({"task_id": "0b6f1c3e-9d4a-4c4e-8f3b-2a1d5e6f7a8b",
+                       "prompt": "What is the boiling point of water?", "tenant": "default"});
+    for (path, body) in [
+        ("/invoke", event.clone()),
+        ("/invoke/batch", json!({ "events": [event.clone()] })),
+    ] {
+        for token in [None, Some(""), Some(INVOKE_TOKEN), Some("anything")] {
+            let mut req = system.client.post(system.url(path)).json(&body);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{path} with {token:?}");
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("invoke_token is not set"),
+                "{body}"
+            );
+        }
+    }
+    // Nothing was recorded for the task.
+    let mut redis = system.redis.connection(2).await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("aies:task:0b6f1c3e-9d4a-4c4e-8f3b-2a1d5e6f7a8b")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_enqueues_only_for_the_holder_of_its_token() {
+    let system = System::start(Options::new("enqueuetoken")).await;
+    let url = format!("http://{}/enqueue", system.bridge_http);
+    let event = json!({"task_id": "5a1f7c2e-3b4d-4e6f-8a9b-0c1d2e3f4a5b",
+                       "prompt": "Which planet is the largest?", "tenant": "default"});
+    for token in [
+        None,
+        Some(""),
+        Some(INVOKE_TOKEN),
+        Some("test-enqueue-tokem"),
+    ] {
+        let mut req = system.client.post(&url).json(&event);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{token:?}");
+    }
+    assert_eq!(
+        topic_size(&system.topics.api, 3),
+        0,
+        "a refused event was produced"
+    );
+    let resp = system
+        .client
+        .post(&url)
+        .bearer_auth(ENQUEUE_TOKEN)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(topic_size(&system.topics.api, 3), 1);
+}
+
+#[tokio::test]
+async fn the_bridge_does_not_start_without_both_tokens() {
+    let mut config = BridgeConfig::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let Err(refused) = Bridge::bind(config.clone()).await else {
+        panic!("a bridge without tokens started");
+    };
+    assert!(
+        refused.to_string().contains("AIES_INVOKE_TOKEN is empty"),
+        "{refused}"
+    );
+    config.invoke_token = INVOKE_TOKEN.into();
+    let Err(refused) = Bridge::bind(config).await else {
+        panic!("a bridge without an enqueue token started");
+    };
+    assert!(
+        refused.to_string().contains("AIES_ENQUEUE_TOKEN is empty"),
+        "{refused}"
+    );
+}
