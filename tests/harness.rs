@@ -393,6 +393,8 @@ pub struct Options {
     pub invoke_batch_bytes: Option<usize>,
     /// The bridge's `invoke_linger_ms` (its default otherwise).
     pub invoke_linger_ms: Option<u64>,
+    /// The host's `header_read_timeout` (its default otherwise).
+    pub header_read_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -409,6 +411,7 @@ impl Options {
             fetch_wait_ms: None,
             invoke_batch_bytes: None,
             invoke_linger_ms: None,
+            header_read_timeout: None,
         }
     }
 
@@ -493,6 +496,9 @@ impl System {
         }
         host_config.variables = options.variables;
         host_config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        if let Some(t) = options.header_read_timeout {
+            host_config.header_read_timeout = t;
+        }
         for (k, v) in [
             ("redis_port", redis.port.to_string()),
             ("bridge_url", format!("http://{bridge_http}")),
@@ -520,7 +526,12 @@ impl System {
             http,
             bridge_http,
             host_metrics,
-            client: reqwest::Client::new(),
+            // Idle connections are dropped well before the host closes
+            // them (its header-read timeout), so no request races a close.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap(),
             bridge_config,
             bridges: Vec::new(),
             _host_stop: host_stop,

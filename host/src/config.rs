@@ -27,6 +27,10 @@ pub struct HostConfig {
     /// shared by all tenants tells, by its speed, that a text was embedded
     /// lately: a deployment whose tenants must not learn that sets 0.
     pub embedding_memo: usize,
+    /// Longest a client may take to send a request's headers, and to start
+    /// its next request on a kept-alive connection: a connection that
+    /// stalls or idles that long is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl HostConfig {
@@ -41,6 +45,7 @@ impl HostConfig {
             max_memory_bytes: 128 << 20,
             metrics_listen: None,
             embedding_memo: crate::llm::MEMO_TEXTS,
+            header_read_timeout: Duration::from_secs(20),
         }
     }
 }

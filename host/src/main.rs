@@ -40,6 +40,10 @@ struct Args {
     /// off (its speed tells any tenant that a text was embedded lately).
     #[arg(long, default_value_t = aies_host::llm::MEMO_TEXTS, env = "AIES_EMBEDDING_MEMO")]
     embedding_memo: usize,
+    /// Seconds a client may take to send a request's headers (or to start
+    /// its next request on a kept-alive connection) before it is closed.
+    #[arg(long, default_value_t = 20, env = "AIES_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: u64,
 }
 
 #[derive(clap::Subcommand)]
@@ -105,6 +109,7 @@ async fn serve(args: Args) -> Result<()> {
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.metrics_listen = args.metrics_listen;
     config.embedding_memo = args.embedding_memo;
+    config.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs.max(1));
     let server = aies_host::Server::bind(&config, args.listen)
         .await
         .with_context(|| format!("starting {}", args.manifest.display()))?;

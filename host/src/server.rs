@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ pub struct Server {
     listener: TcpListener,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    header_read_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -47,6 +48,7 @@ impl Server {
             listener,
             metrics: Arc::new(Metrics::default()),
             metrics_listener,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -97,6 +99,7 @@ impl Server {
             let app = self.app.clone();
             let slots = slots.clone();
             let metrics = self.metrics.clone();
+            let header_read_timeout = self.header_read_timeout;
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let app = app.clone();
@@ -109,6 +112,8 @@ impl Server {
                 });
                 if let Err(e) = http1::Builder::new()
                     .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .await
                 {

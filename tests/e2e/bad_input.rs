@@ -116,6 +116,25 @@ async fn malformed_requests_get_a_4xx_and_nothing_is_enqueued() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
+    // Every 405 says what the route serves (RFC 9110: `Allow`).
+    for (method, path, allow) in [
+        ("GET", "/process", "POST"),
+        ("TRACE", "/process/batch", "POST"),
+        ("POST", "/health", "GET"),
+        ("DELETE", "/task/no-such-task", "GET"),
+        ("PUT", "/v1/chat/completions", "POST"),
+        ("POST", "/docs", "GET"),
+    ] {
+        let resp = system
+            .client
+            .request(method.parse().unwrap(), system.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let header = resp.headers().get("allow").map(|v| v.to_str().unwrap());
+        assert_eq!(header, Some(allow), "{method} {path}");
+    }
     let (status, _) = system.task("no-such-task", None).await;
     assert_eq!(status, 404);
     let (status, _) = system.task("bad%20id", None).await;

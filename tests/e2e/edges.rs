@@ -173,3 +173,46 @@ async fn the_bridge_does_not_start_without_both_tokens() {
         "{refused}"
     );
 }
+
+/// Connections that stall halfway through their headers, or never send a
+/// byte, are closed by the host after its header-read timeout, and do not
+/// keep other clients from being answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EACH: usize = 300;
+    let mut options = Options::new("stalled");
+    options.header_read_timeout = Some(Duration::from_secs(1));
+    let system = System::start(options).await;
+    let mut stalled = Vec::new();
+    for i in 0..2 * EACH {
+        let mut conn = tokio::net::TcpStream::connect(system.http).await.unwrap();
+        if i % 2 == 0 {
+            conn.write_all(b"POST /process HTTP/1.1\r\nHost: x\r\nContent-")
+                .await
+                .unwrap();
+        }
+        stalled.push(conn);
+    }
+    let (status, _) = system.get_json("/health").await;
+    assert_eq!(
+        status,
+        200,
+        "answered while {} connections stall",
+        stalled.len()
+    );
+    for (i, mut conn) in stalled.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("stalled connection {i} still open after 30 s"));
+        // Closed: at its end, or reset; never a response to half a request.
+        if let Ok(n) = closed {
+            assert!(
+                n == 0 || rest.starts_with(b"HTTP/1.1 408"),
+                "connection {i}: {}",
+                String::from_utf8_lossy(&rest)
+            );
+        }
+    }
+}

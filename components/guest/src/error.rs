@@ -17,6 +17,8 @@ pub struct ApiError {
     /// Whether the response asks for a bearer token
     /// (`WWW-Authenticate: Bearer`).
     pub challenge: bool,
+    /// The methods the route serves, for a 405 (`Allow`, RFC 9110 15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -26,6 +28,15 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             challenge: false,
+            allow: None,
+        }
+    }
+
+    /// 405 for a route that serves only `allow` (e.g. "GET", "GET, POST").
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(405, format!("method not allowed: use {allow}"))
         }
     }
 
@@ -94,6 +105,9 @@ impl IntoResponse for ApiError {
         if self.challenge {
             resp.set_header("www-authenticate", "Bearer");
         }
+        if let Some(allow) = self.allow {
+            resp.set_header("allow", allow);
+        }
         resp
     }
 }
@@ -107,6 +121,17 @@ impl From<ApiError> for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_method_says_which_are_allowed() {
+        let resp = ApiError::method_not_allowed("GET, POST").into_response();
+        assert_eq!(*resp.status(), 405);
+        let allow = resp
+            .headers()
+            .find(|(k, _)| *k == "allow")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(allow.flatten(), Some("GET, POST"));
+    }
 
     fn header(resp: &Response, name: &str) -> Option<String> {
         resp.header(name)

@@ -114,6 +114,7 @@ pub fn admin(req: &Request) -> Result<Response, ApiError> {
             let tenant = query_tenant(req.query())?;
             Ok(json(200, &list(tenant.as_deref()).map_err(unavailable)?))
         }
+        (_, "/admin/keys") => Err(ApiError::method_not_allowed("GET, POST")),
         (Method::Delete, p) if p.starts_with("/admin/keys/") => {
             let id = &p["/admin/keys/".len()..];
             if !revoke(id).map_err(unavailable)? {
@@ -121,6 +122,7 @@ pub fn admin(req: &Request) -> Result<Response, ApiError> {
             }
             Ok(json(200, &j!({ "revoked": id })))
         }
+        (_, p) if p.len() > "/admin/keys/".len() => Err(ApiError::method_not_allowed("DELETE")),
         _ => Err(ApiError::not_found(
             "admin: POST /admin/keys, GET /admin/keys, DELETE /admin/keys/{id}",
         )),

@@ -69,7 +69,9 @@ async fn route(req: Request, path: &str) -> Result<Response, ApiError> {
         (Method::Get, "/health") => Ok(index::health()),
         (Method::Get, "/") => Ok(index::docs()),
         (_, p) if p == "/admin/keys" || p.starts_with("/admin/keys/") => keys::admin(&req),
-        (_, "/process" | "/process/batch") => Err(ApiError::new(405, "use POST")),
+        (_, "/process" | "/process/batch") => Err(ApiError::method_not_allowed("POST")),
+        (_, "/stats" | "/metrics" | "/health" | "/") => Err(ApiError::method_not_allowed("GET")),
+        (_, p) if p.starts_with("/task/") => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!(
             "no route for {path}: see GET /"
         ))),

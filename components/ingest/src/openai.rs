@@ -41,7 +41,7 @@ pub async fn route(req: Request) -> Response {
     let answered = match (req.method(), req.path()) {
         (Method::Post, "/v1/chat/completions") => chat(req).await,
         (Method::Post, "/v1/embeddings") => embeddings(req).await,
-        _ => Err(ApiError::new(405, "use POST")),
+        _ => Err(ApiError::method_not_allowed("POST")),
     };
     answered.unwrap_or_else(|e| openai_error(&e))
 }

@@ -24,7 +24,9 @@ macro_rules! asset {
 #[http_component]
 fn handle(req: Request) -> Response {
     if *req.method() != Method::Get {
-        return plain(405, "only GET");
+        let mut resp = plain(405, "only GET");
+        resp.set_header("allow", "GET");
+        return resp;
     }
     let path = req.path().trim_end_matches('/');
     match path {

@@ -21,10 +21,14 @@ pub(super) fn openai_error(e: &ApiError) -> Response {
         429 => "rate_limit_error",
         _ => "api_error",
     };
-    json(
+    let mut resp = json(
         e.status,
         &j!({"error": {"message": e.message, "type": kind, "param": null, "code": null}}),
-    )
+    );
+    if let Some(allow) = e.allow {
+        resp.set_header("allow", allow);
+    }
+    resp
 }
 
 #[derive(Deserialize)]
