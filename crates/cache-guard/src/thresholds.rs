@@ -19,9 +19,17 @@ pub struct ThresholdTable(Vec<(String, Thresholds)>);
 
 const BUILT_IN: &str = include_str!("../thresholds.txt");
 
+/// Read once: every lookup of a request consults it.
+static BUILT_IN_TABLE: std::sync::LazyLock<ThresholdTable> =
+    std::sync::LazyLock::new(ThresholdTable::read_built_in);
+
 impl ThresholdTable {
     /// The table built into the crate.
     pub fn built_in() -> Self {
+        BUILT_IN_TABLE.clone()
+    }
+
+    fn read_built_in() -> Self {
         let rows = BUILT_IN
             .lines()
             .map(str::trim)
@@ -66,14 +74,14 @@ impl ThresholdTable {
         };
         find(&self.0, name)
             .or_else(|| find(&self.0, "*"))
-            .unwrap_or_else(|| Self::built_in().for_model(model))
+            .unwrap_or_else(|| BUILT_IN_TABLE.for_model(model))
     }
 }
 
 impl Thresholds {
     /// A model's thresholds from the built-in table.
     pub fn for_model(model: &str) -> Self {
-        ThresholdTable::built_in().for_model(model)
+        BUILT_IN_TABLE.for_model(model)
     }
 }
 
