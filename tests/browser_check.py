@@ -52,9 +52,11 @@ with sync_playwright() as p:
     stats = page.request.get(f"{base}/stats").json()
     page.wait_for_timeout(2500)  # the page's next refresh reads the same numbers
     compared = 0
-    for el in page.query_selector_all("[data-k]"):
-        key, how = el.get_attribute("data-k"), el.get_attribute("data-f")
-        text = el.inner_text()
+    # Read in one go, so that a refresh cannot land halfway through.
+    figures = page.evaluate(
+        "() => [...document.querySelectorAll('[data-k]')].map(e => [e.dataset.k, e.dataset.f || null, e.innerText])"
+    )
+    for key, how, text in figures:
         if key.startswith("lag."):
             _, lane, partition = key.split(".")
             want = next(
