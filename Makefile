@@ -32,8 +32,10 @@ spin-check: build
 	"$${CARGO_TARGET_DIR:-target}/release/aies-host" check -f spin.toml
 
 # Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
+# The bridge's key (which seals the replay markers) is the one `make up` keeps.
 replay-dlq: native
-	"$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
+	AIES_BRIDGE_KEY="$${AIES_BRIDGE_KEY:-$$(cat .data/bridge-key 2>/dev/null)}" \
+	  "$${CARGO_TARGET_DIR:-target}/release/aies-bridge" replay-dlq $(ARGS)
 
 # The batch flow: ARGS="--count 5000", "--keys 100", "--file prompts.txt".
 produce: native

@@ -66,6 +66,9 @@ with sync_playwright() as p:
             want = dig(stats, key)
         assert text == shown(want, how), f"{key}: the page shows {text!r}, /stats says {want!r}"
         compared += 1
+    # Redis's memory moves between two reads: shown, in MiB, with its limit.
+    assert page.inner_text("#redis-used").endswith(" MiB"), page.inner_text("#redis-used")
+    assert page.inner_text("#redis-max") == (f"{stats['redis']['maxmemory'] / 1048576:.1f} MiB" if stats["redis"]["maxmemory"] else "none")
     rows = page.query_selector_all("#latest tr")
     assert len(rows) == len(stats["latest"]), (len(rows), len(stats["latest"]))
     assert stats["latest"], "no finished tasks to show"

@@ -395,6 +395,10 @@ pub struct Options {
     pub invoke_linger_ms: Option<u64>,
     /// The host's `header_read_timeout` (its default otherwise).
     pub header_read_timeout: Option<Duration>,
+    /// The bridge's `invoke_timeout_secs` (its default otherwise).
+    pub invoke_timeout_secs: Option<u64>,
+    /// The bridge's `header_read_timeout_secs` (its default otherwise).
+    pub bridge_header_read_timeout_secs: Option<u64>,
 }
 
 impl Options {
@@ -412,6 +416,8 @@ impl Options {
             invoke_batch_bytes: None,
             invoke_linger_ms: None,
             header_read_timeout: None,
+            invoke_timeout_secs: None,
+            bridge_header_read_timeout_secs: None,
         }
     }
 
@@ -436,6 +442,8 @@ impl Options {
 pub const INVOKE_TOKEN: &str = "test-invoke-token";
 /// What ingest sends to the bridge's `/enqueue`.
 pub const ENQUEUE_TOKEN: &str = "test-enqueue-token";
+/// The bridge's key (seals, keyed task ids).
+pub const BRIDGE_KEY: &str = "test-bridge-key-of-32-characters";
 
 /// Redis, the host and the bridge of one test, stopped when dropped.
 pub struct System {
@@ -469,6 +477,7 @@ impl System {
         bridge_config.listen = "127.0.0.1:0".parse().unwrap();
         bridge_config.invoke_token = options.bridge_token.into();
         bridge_config.enqueue_token = ENQUEUE_TOKEN.into();
+        bridge_config.bridge_key = BRIDGE_KEY.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
         if let Some(n) = options.max_in_flight {
@@ -482,6 +491,12 @@ impl System {
         }
         if let Some(ms) = options.invoke_linger_ms {
             bridge_config.invoke_linger_ms = ms;
+        }
+        if let Some(secs) = options.invoke_timeout_secs {
+            bridge_config.invoke_timeout_secs = secs;
+        }
+        if let Some(secs) = options.bridge_header_read_timeout_secs {
+            bridge_config.header_read_timeout_secs = secs;
         }
         let mut bridge = Bridge::bind(bridge_config.clone())
             .await

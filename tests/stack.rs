@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::fake_llm::FakeLlm;
 use crate::harness::{
-    consume_distinct_at, free_port, manifest, tool, Messages, ENQUEUE_TOKEN, INVOKE_TOKEN,
+    consume_distinct_at, free_port, manifest, tool, Messages, BRIDGE_KEY, ENQUEUE_TOKEN,
+    INVOKE_TOKEN,
 };
 
 /// Events the relay may hold at once in these tests (fixed, so that it
@@ -270,6 +271,7 @@ impl Setup {
             )
             .env("AIES_INVOKE_TOKEN", INVOKE_TOKEN)
             .env("AIES_ENQUEUE_TOKEN", ENQUEUE_TOKEN)
+            .env("AIES_BRIDGE_KEY", BRIDGE_KEY)
             .env("AIES_MAX_IN_FLIGHT", IN_FLIGHT.to_string())
             .env(
                 "RUST_LOG",

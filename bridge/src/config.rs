@@ -1,9 +1,13 @@
 //! The bridge's settings: flags, each with an environment variable.
 
-use aies_contract::{API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, RAW_TOPIC, RESULT_TOPIC};
+use aies_contract::{
+    valid_tenant, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, DEFAULT_TENANT, RAW_TOPIC,
+    RESULT_TOPIC,
+};
 use clap::Parser;
 
 use crate::in_flight::InFlight;
+use crate::seal::Seal;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,6 +78,28 @@ pub struct BridgeConfig {
         hide_env_values = true
     )]
     pub enqueue_token: Secret,
+    /// The bridge's own secret: seals what it writes to Kafka (the API
+    /// lane's events, dead letters' origins, replay markers) and keys the
+    /// task ids it derives. Keep it across restarts: a new key orphans the
+    /// ids of events still in the topics (`make up` keeps one in
+    /// `.aies/bridge-key`).
+    #[arg(
+        long,
+        env = "AIES_BRIDGE_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub bridge_key: Secret,
+    /// The tenant of the batch lane's events: their producers are not
+    /// authenticated, so the event's own `tenant` is not believed unless
+    /// `--trust-producer-tenants` is given.
+    #[arg(long, env = "AIES_BATCH_TENANT", default_value = DEFAULT_TENANT,
+          value_parser = parse_tenant)]
+    pub batch_tenant: String,
+    /// Believe the `tenant` field of the batch lane's events (only where
+    /// every producer allowed to write the topic is trusted).
+    #[arg(long, env = "AIES_TRUST_PRODUCER_TENANTS", default_value_t = false)]
+    pub trust_producer_tenants: bool,
     /// Events processed at once, per lane: a number, or `auto` (Little's
     /// law: `AIES_TARGET_RATE` × how long an event holds its slot).
     #[arg(long, env = "AIES_MAX_IN_FLIGHT", default_value = "auto")]
@@ -128,6 +154,12 @@ pub struct BridgeConfig {
     /// above the group's session timeout.
     #[arg(long, env = "AIES_STALL_TIMEOUT_SECS", default_value_t = 10)]
     pub stall_timeout_secs: u64,
+    /// The enqueue endpoint closes a connection that has not sent a whole
+    /// request head this long after it opened or after its last answer
+    /// (seconds). Keep it above the app's 30 s reuse of idle connections.
+    #[arg(long, env = "AIES_BRIDGE_HEADER_READ_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,
@@ -139,13 +171,18 @@ impl BridgeConfig {
         Self::parse_from(["aies-bridge"])
     }
 
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
     pub fn invoke_timeout(&self) -> Duration {
         Duration::from_secs(self.invoke_timeout_secs)
     }
 
-    /// Both shared secrets are set: an empty one would leave a public route
-    /// open (the app's /invoke, the bridge's /enqueue), so the bridge does
-    /// not start without them.
+    /// Both shared secrets and the bridge's key are set: an empty token
+    /// would leave a public route open (the app's /invoke, the bridge's
+    /// /enqueue), an empty key would let any producer forge a seal, so the
+    /// bridge does not start without them.
     pub fn check_tokens(&self) -> anyhow::Result<()> {
         for (name, value, variable) in [
             ("AIES_INVOKE_TOKEN", &self.invoke_token, "invoke_token"),
@@ -158,7 +195,22 @@ impl BridgeConfig {
                 );
             }
         }
+        self.check_key()
+    }
+
+    /// The bridge's key is set (the relay and `replay-dlq` need it).
+    pub fn check_key(&self) -> anyhow::Result<()> {
+        if self.bridge_key.expose().len() < 16 {
+            anyhow::bail!(
+                "AIES_BRIDGE_KEY must hold at least 16 characters, e.g. \
+                 `openssl rand -hex 32` (`make up` keeps one; see docs/operations.md)"
+            );
+        }
         Ok(())
+    }
+
+    pub fn seal(&self) -> Seal {
+        Seal::new(self.bridge_key.clone())
     }
 
     pub fn api_group(&self) -> String {
@@ -173,6 +225,14 @@ impl BridgeConfig {
         url.set_path("/health");
         url.set_query(None);
         Ok(url)
+    }
+}
+
+fn parse_tenant(text: &str) -> Result<String, String> {
+    if valid_tenant(text) {
+        Ok(text.to_string())
+    } else {
+        Err("a tenant is 1 to 64 letters, digits, '-' or '_'".into())
     }
 }
 
@@ -223,7 +283,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bridge_needs_both_tokens() {
+    fn the_bridge_needs_both_tokens_and_its_key() {
         let mut config = BridgeConfig::defaults();
         let refused = config.check_tokens().unwrap_err().to_string();
         assert!(
@@ -237,10 +297,26 @@ mod tests {
             "{refused}"
         );
         config.enqueue_token = "e".into();
+        let refused = config.check_tokens().unwrap_err().to_string();
+        assert!(
+            refused.starts_with("AIES_BRIDGE_KEY must hold"),
+            "{refused}"
+        );
+        config.bridge_key = "0123456789abcdef".into();
         assert!(config.check_tokens().is_ok());
         assert!(config.enqueue_token.matches("e"));
         assert!(!config.enqueue_token.matches("E") && !config.enqueue_token.matches("ee"));
         assert!(!config.enqueue_token.matches(""));
+    }
+
+    #[test]
+    fn the_batch_lane_has_one_tenant_unless_producers_are_trusted() {
+        let config = BridgeConfig::defaults();
+        assert_eq!(config.batch_tenant, DEFAULT_TENANT);
+        assert!(!config.trust_producer_tenants);
+        let parse = |v: &str| BridgeConfig::try_parse_from(["aies-bridge", "--batch-tenant", v]);
+        assert_eq!(parse("acme").unwrap().batch_tenant, "acme");
+        assert!(parse("no/slash").is_err() && parse("").is_err());
     }
 
     #[test]

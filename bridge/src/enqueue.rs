@@ -1,7 +1,8 @@
 //! `POST /enqueue`: the way events enter Kafka from the Spin app, which
 //! cannot speak the Kafka protocol. Answers 202 only once the broker has
 //! acknowledged the event (`acks=all`). Events go to the API lane
-//! (`datos_api`), never behind the batch lane's backlog.
+//! (`datos_api`), never behind the batch lane's backlog, sealed
+//! ([`crate::seal`]) so that their task id and tenant are believed.
 
 use aies_contract::{valid_task_id, ErrorBody, RawEvent, TraceParent, MAX_PROMPT_CHARS};
 use anyhow::Result;
@@ -10,8 +11,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -20,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::dead_letter::enqueued_seal;
+use crate::seal::{Seal, ENQUEUED};
 use crate::{BridgeConfig, Metrics};
 
 #[derive(Clone)]
@@ -27,6 +32,7 @@ struct Ctx {
     producer: FutureProducer,
     topic: String,
     token: crate::config::Secret,
+    seal: Seal,
 }
 
 pub async fn serve(
@@ -36,8 +42,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let header_read_timeout = config.header_read_timeout();
     let ctx = Ctx {
         producer,
+        seal: config.seal(),
         topic: config.api_topic,
         token: config.enqueue_token,
     };
@@ -59,15 +67,49 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(ctx);
     tracing::info!("enqueue endpoint on http://{}", listener.local_addr()?);
-    // Answers go out at once, not after the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Tells the open connections that the endpoint is shutting down.
+    let (closing, _) = tokio::sync::watch::channel(false);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers go out at once, not after the client's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = closing.subscribe();
+        tokio::spawn(async move {
+            // A client that stalls in its headers, or idles between
+            // requests, past the timeout is closed (hyper starts the timer
+            // whenever it waits for a request head).
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stop.changed() => {
+                    // Shutdown: finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%client, "enqueue connection ended: {e}");
+            }
+        });
+    }
+    let _ = closing.send(true);
     Ok(())
 }
 
@@ -134,18 +176,27 @@ async fn enqueue(
         Ok(p) => p,
         Err(e) => return reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let mut record = FutureRecord::to(&ctx.topic).key(&task_id).payload(&payload);
+    // The seal says the bridge wrote it: the relay believes the task id and
+    // tenant of a sealed event only.
+    let mut headers = OwnedHeaders::new().insert(Header {
+        key: ENQUEUED,
+        value: Some(&enqueued_seal(&ctx.seal, &payload)),
+    });
     // The request's trace goes along as the W3C header Kafka clients read.
     if let Some(tp) = event
         .traceparent
         .as_deref()
         .filter(|t| TraceParent::parse(t).is_some())
     {
-        record = record.headers(OwnedHeaders::new().insert(Header {
+        headers = headers.insert(Header {
             key: crate::kafka::TRACEPARENT,
             value: Some(tp),
-        }));
+        });
     }
+    let record = FutureRecord::to(&ctx.topic)
+        .key(&task_id)
+        .payload(&payload)
+        .headers(headers);
     match ctx.producer.send(record, Duration::from_secs(10)).await {
         Ok(delivery) => {
             let trace_id = event

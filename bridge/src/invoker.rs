@@ -9,7 +9,9 @@
 //! fault; a batch that fails for a while (5xx, timeout) fails each of its
 //! events the same way, to be retried.
 
-use aies_contract::{BatchAnswer, BatchResponse, InvokeBatch, InvokeRequest, TaskResult};
+use aies_contract::{
+    BatchAnswer, BatchResponse, FailRequest, InvokeBatch, InvokeRequest, TaskResult,
+};
 use anyhow::anyhow;
 use reqwest::StatusCode;
 use tokio::sync::{mpsc, oneshot};
@@ -98,6 +100,9 @@ async fn gather(
 #[derive(Clone)]
 pub struct Invoker {
     jobs: mpsc::UnboundedSender<(InvokeRequest, Reply)>,
+    http: reqwest::Client,
+    fail_url: String,
+    token: Secret,
 }
 
 impl Invoker {
@@ -111,6 +116,8 @@ impl Invoker {
     ) -> Self {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let batch_url = format!("{}/batch", url.trim_end_matches('/'));
+        let fail_url = format!("{}/fail", url.trim_end_matches('/'));
+        let (client, fail_token) = (http.clone(), token.clone());
         let limits = Limits {
             events: limits.events.clamp(1, aies_contract::MAX_BATCH),
             ..limits
@@ -132,7 +139,37 @@ impl Invoker {
                 tokio::spawn(send(http, url, token, batch, metrics.clone()));
             }
         });
-        Self { jobs }
+        Self {
+            jobs,
+            http: client,
+            fail_url,
+            token: fail_token,
+        }
+    }
+
+    /// Records that `event` was dead-lettered for `reason` (`POST
+    /// /invoke/fail`): its task says FAILURE and its coalescing marker is
+    /// released.
+    pub async fn fail(&self, event: &InvokeRequest, reason: &str) -> anyhow::Result<TaskResult> {
+        let body = FailRequest {
+            event: event.clone(),
+            error: reason.to_string(),
+        };
+        let response = self
+            .http
+            .post(&self.fail_url)
+            .bearer_auth(self.token.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| anyhow!("POST {}: {e}", self.fail_url))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let text: String = text.chars().take(300).collect();
+            return Err(anyhow!("llm-invoke answered {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| anyhow!("llm-invoke answered non-JSON: {e}"))
     }
 
     pub async fn invoke(&self, request: InvokeRequest) -> Result<TaskResult, InvokeError> {

@@ -24,6 +24,7 @@ mod offsets;
 pub mod produce;
 mod relay;
 pub mod replay;
+pub mod seal;
 mod topics;
 mod watchdog;
 

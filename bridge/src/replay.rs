@@ -2,8 +2,9 @@
 //!
 //! Kafka cannot delete one record, so "moved" is recorded in the
 //! dead-letter topic itself: after a dead letter is replayed, a marker (no
-//! payload, header `aies-replayed` = its offset) follows it in the same
-//! partition, and later runs skip what is marked. Group
+//! payload, header `aies-replayed` = its offset, sealed with the bridge's
+//! key) follows it in the same partition, and later runs skip what is
+//! marked. Group
 //! `<group>_dlq_replay` keeps a cursor per partition below which everything
 //! was replayed, so a run reads only what it has not settled.
 //!
@@ -71,6 +72,7 @@ struct DeadLetter {
 }
 
 pub async fn replay(config: &BridgeConfig, args: &ReplayArgs) -> Result<Summary> {
+    config.check_key()?;
     let consumer = kafka::replay_consumer(config)?;
     let producer = kafka::producer(config)?;
     let topic = config.dead_letter_topic.as_str();
@@ -125,10 +127,11 @@ impl Run<'_> {
             args,
         } = *self;
         let topic = config.dead_letter_topic.as_str();
+        let seal = config.seal();
         // First pass: which dead letters are already settled by a marker.
         let mut marked = HashSet::new();
         read(consumer, topic, partition, start, high, |m| {
-            if let Some(o) = marked_offset(m) {
+            if let Some(o) = marked_offset(m, &seal) {
                 marked.insert(o);
             }
             Ok(())
@@ -137,7 +140,7 @@ impl Run<'_> {
         let mut letters = Vec::new();
         let mut cursor = None;
         read(consumer, topic, partition, start, high, |m| {
-            if is_marker(m) || marked.contains(&m.offset()) {
+            if is_marker(m, &seal) || marked.contains(&m.offset()) {
                 return Ok(());
             }
             let letter = DeadLetter {
@@ -164,7 +167,7 @@ impl Run<'_> {
             send_back(config, producer, &letter).await?;
             let marker = FutureRecord::<(), ()>::to(topic)
                 .partition(partition)
-                .headers(marker_headers(letter.offset()));
+                .headers(marker_headers(topic, partition, letter.offset(), &seal));
             producer
                 .send(marker, TIMEOUT)
                 .await

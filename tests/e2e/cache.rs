@@ -310,3 +310,79 @@ async fn a_request_may_ask_for_a_stricter_threshold_or_no_cache() {
     // The admin endpoints are off without an admin_token.
     assert_eq!(system.get_status("/admin/cache/stats").await, 403);
 }
+
+/// The cache's entries, as (tenant, prompt), sorted.
+async fn entries(system: &System) -> Vec<(String, String)> {
+    let mut redis = system.redis.connection(0).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aies:cache:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let (tenant, prompt): (String, String) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("tenant")
+            .arg("prompt")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        out.push((tenant, prompt));
+    }
+    out.sort();
+    out
+}
+
+/// A tenant's quota evicts its own entries, and a full cache evicts the
+/// writing tenant's own entries first: one tenant cannot flush another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_fills_the_cache_evicts_its_own_entries_first() {
+    let fake = FakeLlm::start().await;
+    let mut options = Options::new("quota").llm(&fake, "openai");
+    options
+        .variables
+        .insert("cache_max_entries".into(), "3".into());
+    options
+        .variables
+        .insert("cache_max_entries_per_tenant".into(), "2".into());
+    let system = System::start(options).await;
+    let ask = |tenant: &'static str, prompt: &'static str| {
+        system.complete_json(json!({ "prompt": prompt }), Some(tenant))
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut v: Vec<_> = list
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    ask("globex", "Who painted the Mona Lisa?").await;
+    ask("acme", "What is the boiling point of water?").await;
+    ask("acme", "How many legs does a spider have?").await;
+    // acme's third entry: over its quota of 2, its oldest goes.
+    ask("acme", "What is the capital of Japan?").await;
+    assert_eq!(
+        entries(&system).await,
+        pairs(&[
+            ("acme", "How many legs does a spider have?"),
+            ("acme", "What is the capital of Japan?"),
+            ("globex", "Who painted the Mona Lisa?"),
+        ])
+    );
+    // initech has no entry of its own: the cache's least recently used goes.
+    ask("initech", "Which is the largest ocean?").await;
+    // Its second: the cache is full, so its own entry goes, not acme's older one.
+    ask("initech", "What is the speed of sound?").await;
+    assert_eq!(
+        entries(&system).await,
+        pairs(&[
+            ("acme", "How many legs does a spider have?"),
+            ("acme", "What is the capital of Japan?"),
+            ("initech", "What is the speed of sound?"),
+        ])
+    );
+    let metrics = system.metrics().await;
+    assert_eq!(metric(&metrics, "aies_cache_evicted_total"), 3.0);
+}

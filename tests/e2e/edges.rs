@@ -3,6 +3,7 @@
 //! event never takes its neighbours to the dead-letter topic.
 
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use aies_bridge::{Bridge, BridgeConfig};
 use aies_contract::TaskStatus;
@@ -154,7 +155,7 @@ async fn the_bridge_enqueues_only_for_the_holder_of_its_token() {
 }
 
 #[tokio::test]
-async fn the_bridge_does_not_start_without_both_tokens() {
+async fn the_bridge_does_not_start_without_its_tokens_and_key() {
     let mut config = BridgeConfig::defaults();
     config.listen = "127.0.0.1:0".parse().unwrap();
     let Err(refused) = Bridge::bind(config.clone()).await else {
@@ -165,11 +166,19 @@ async fn the_bridge_does_not_start_without_both_tokens() {
         "{refused}"
     );
     config.invoke_token = INVOKE_TOKEN.into();
-    let Err(refused) = Bridge::bind(config).await else {
+    let Err(refused) = Bridge::bind(config.clone()).await else {
         panic!("a bridge without an enqueue token started");
     };
     assert!(
         refused.to_string().contains("AIES_ENQUEUE_TOKEN is empty"),
+        "{refused}"
+    );
+    config.enqueue_token = ENQUEUE_TOKEN.into();
+    let Err(refused) = Bridge::bind(config).await else {
+        panic!("a bridge without its key started");
+    };
+    assert!(
+        refused.to_string().contains("AIES_BRIDGE_KEY must hold"),
         "{refused}"
     );
 }
@@ -179,40 +188,100 @@ async fn the_bridge_does_not_start_without_both_tokens() {
 /// keep other clients from being answered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_are_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const EACH: usize = 300;
     let mut options = Options::new("stalled");
     options.header_read_timeout = Some(Duration::from_secs(1));
+    options.bridge_header_read_timeout_secs = Some(1);
     let system = System::start(options).await;
-    let mut stalled = Vec::new();
-    for i in 0..2 * EACH {
-        let mut conn = tokio::net::TcpStream::connect(system.http).await.unwrap();
-        if i % 2 == 0 {
-            conn.write_all(b"POST /process HTTP/1.1\r\nHost: x\r\nContent-")
-                .await
-                .unwrap();
+    // The host's public port and the bridge's enqueue endpoint alike.
+    for (addr, head) in [
+        (system.http, "POST /process"),
+        (system.bridge_http, "POST /enqueue"),
+    ] {
+        let mut stalled = Vec::new();
+        for i in 0..2 * EACH {
+            let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 0 {
+                let half = format!("{head} HTTP/1.1\r\nHost: x\r\nContent-");
+                conn.write_all(half.as_bytes()).await.unwrap();
+            }
+            stalled.push(conn);
         }
-        stalled.push(conn);
-    }
-    let (status, _) = system.get_json("/health").await;
-    assert_eq!(
-        status,
-        200,
-        "answered while {} connections stall",
-        stalled.len()
-    );
-    for (i, mut conn) in stalled.into_iter().enumerate() {
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest))
+        let (status, _) = system.get_json("/health").await;
+        assert_eq!(status, 200, "answered while {head} connections stall");
+        let bridge = system
+            .client
+            .get(format!("http://{}/health", system.bridge_http))
+            .send()
             .await
-            .unwrap_or_else(|_| panic!("stalled connection {i} still open after 30 s"));
-        // Closed: at its end, or reset; never a response to half a request.
-        if let Ok(n) = closed {
-            assert!(
-                n == 0 || rest.starts_with(b"HTTP/1.1 408"),
-                "connection {i}: {}",
-                String::from_utf8_lossy(&rest)
-            );
+            .unwrap();
+        assert_eq!(
+            bridge.status(),
+            200,
+            "the bridge answered while {head} connections stall"
+        );
+        for (i, conn) in stalled.into_iter().enumerate() {
+            assert_closed(conn, &format!("{head} connection {i}")).await;
         }
     }
+}
+
+/// The peer closes `conn` within 30 s: at its end, or reset; never with a
+/// response to half a request.
+async fn assert_closed(mut conn: tokio::net::TcpStream, what: &str) {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after 30 s"));
+    if let Ok(n) = closed {
+        assert!(
+            n == 0 || rest.starts_with(b"HTTP/1.1 408"),
+            "{what}: {}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
+
+/// Redis keeps no unbounded record: an idempotent answer over 256 KiB is
+/// not kept, so its retry runs again (and, all hits, answers the same);
+/// a small one is kept and replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_answer_over_the_cap_is_not_kept() {
+    let fake = FakeLlm::start().await;
+    let system = System::start(Options::new("idemcap").llm(&fake, "openai")).await;
+    let prompt = format!("Tell me about {}", "the open sea ".repeat(250));
+    system.complete(&prompt).await;
+    let batch = |n: usize| json!({ "requests": vec![json!({ "prompt": prompt }); n] });
+    let post = |key: &'static str, body: serde_json::Value| {
+        system
+            .client
+            .post(system.url("/process/batch"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first = post("large", batch(100)).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first = first.text().await.unwrap();
+    assert!(first.len() > 256 * 1024, "{} bytes", first.len());
+    let again = post("large", batch(100)).await.unwrap();
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    assert_eq!(
+        again.text().await.unwrap(),
+        first,
+        "all hits: the same answer"
+    );
+
+    let small = post("small", batch(1)).await.unwrap().text().await.unwrap();
+    let replayed = post("small", batch(1)).await.unwrap();
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert_eq!(replayed.text().await.unwrap(), small);
+    let mut redis = system.redis.connection(1).await;
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("aies:idem:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1, "only the small answer is kept: {kept:?}");
+    assert_eq!(fake.calls(), 1);
 }

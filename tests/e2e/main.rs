@@ -25,7 +25,9 @@ mod soak;
 mod spin_check;
 mod task_wait;
 mod traces;
+mod trust;
 mod up;
+mod waits;
 mod wasm;
 
 pub use aies_tests::{fake_llm, harness};

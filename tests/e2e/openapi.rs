@@ -486,6 +486,43 @@ async fn real_answers_match_the_openapi_document() {
     )
     .await;
     assert_eq!(status, 400);
+    // A task's tenant is set once; a dead letter fails its task.
+    let mut foreign = event(&id);
+    foreign["tenant"] = json!("globex");
+    let (status, _) = call(
+        s,
+        &system,
+        "POST",
+        "/invoke",
+        "/invoke",
+        Some(foreign.clone()),
+        &bridge,
+    )
+    .await;
+    assert_eq!(status, 409);
+    for (body, want) in [
+        (json!({"event": event("dead-1"), "error": "gave up"}), 200),
+        (json!({"event": foreign, "error": "gave up"}), 409),
+        (
+            json!({"event": event("not valid"), "error": "gave up"}),
+            400,
+        ),
+    ] {
+        let (status, task) = call(
+            s,
+            &system,
+            "POST",
+            "/invoke/fail",
+            "/invoke/fail",
+            Some(body),
+            &bridge,
+        )
+        .await;
+        assert_eq!(status, want, "{task}");
+        if want == 200 {
+            assert_eq!(task["status"], "FAILURE", "{task}");
+        }
+    }
 
     // The service routes.
     let (_, index) = call(s, &system, "GET", "/", "/", None, &[]).await;

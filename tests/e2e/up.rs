@@ -57,6 +57,28 @@ async fn aies_up_refuses_a_second_start_and_stops_everything_on_a_signal() {
     }
     let children = crate::faults::children(first.pid());
     assert_eq!(children.len(), 4, "Redis, Tansu, host, bridge");
+    // Its Redis has a memory limit and evicts nothing (task records, keys).
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", setup.ports.redis)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, policy): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, limit): (String, u64) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((policy.as_str(), limit), ("noeviction", 2 << 30));
+    // The bridge's key is kept for the next run, readable by its owner only.
+    let key = data.join("bridge-key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&key).unwrap().trim().len() >= 16);
 
     // The same data: refused, naming the one running.
     let text = refused(up_command(&setup, &data));

@@ -8,8 +8,10 @@
 //!    result topic; an event the app refuses is dead-lettered; a transient
 //!    failure waits out an outage of the pipeline (not counted) or is
 //!    retried after a backoff, and dead-lettered after the last attempt.
+//! 4. A dead-lettered event's task is recorded as FAILURE in the app
+//!    (`/invoke/fail`), so that nobody waits on it for ever.
 
-use aies_contract::{TaskResult, TraceParent};
+use aies_contract::{InvokeRequest, TaskResult, TraceParent};
 use anyhow::{anyhow, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,7 +140,7 @@ impl Relay {
                 return Ok(Outcome::DeadLettered { first_try: true });
             }
         };
-        let mut request = first_request(event, message, &trace);
+        let mut request = first_request(event, message, &trace, &self.trust);
         tracing::Span::current().record("task_id", &request.task_id);
         let label = Metrics::lane(lane);
         let attempts = self.config.max_attempts.max(1);
@@ -158,7 +160,9 @@ impl Relay {
                     return Ok(Outcome::Done { first_try });
                 }
                 Answer::Refused(e) => {
-                    self.dead_letter(message, &format!("{e:#}")).await?;
+                    let reason = format!("{e:#}");
+                    self.dead_letter(message, &reason).await?;
+                    self.record_failure(&request, &reason).await;
                     return Ok(Outcome::DeadLettered { first_try });
                 }
                 Answer::Transient(e) => e,
@@ -170,6 +174,7 @@ impl Relay {
                 Retry::Same => {}
                 Retry::GiveUp(reason) => {
                     self.dead_letter(message, &reason).await?;
+                    self.record_failure(&request, &reason).await;
                     return Ok(Outcome::DeadLettered { first_try });
                 }
                 Retry::Next => {
@@ -206,9 +211,24 @@ impl Relay {
         Ok(())
     }
 
+    /// Tells the app that `request`'s event is dead-lettered, so its task
+    /// says FAILURE (not PENDING for ever) and later identical prompts stop
+    /// joining it. The dead letter is written already: a failure here is
+    /// logged, and a replay of the event still finishes the task.
+    async fn record_failure(&self, request: &InvokeRequest, reason: &str) {
+        match self.invoker.fail(request, reason).await {
+            Ok(task) => {
+                tracing::info!(task_id = %task.task_id, status = ?task.status, "dead letter recorded")
+            }
+            Err(e) => {
+                tracing::warn!(task_id = %request.task_id, "dead letter not recorded on its task: {e:#}")
+            }
+        }
+    }
+
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<(), ShuttingDown> {
         tracing::error!("dead-lettering event: {reason}");
-        let headers = dead_letter_headers(message, reason);
+        let headers = dead_letter_headers(message, reason, &self.trust.seal);
         let topic = &self.config.dead_letter_topic;
         self.produce(&format!("a dead letter to {topic}"), || {
             let mut record = FutureRecord::to(topic)

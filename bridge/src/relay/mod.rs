@@ -45,6 +45,8 @@ struct ShuttingDown;
 
 struct Relay {
     config: BridgeConfig,
+    /// What the relay believes of events' task ids and tenants.
+    trust: request::Trust,
     producer: FutureProducer,
     http: reqwest::Client,
     invoker: Invoker,
@@ -78,6 +80,7 @@ pub async fn run(
     );
     let relay = Arc::new(Relay {
         invoker,
+        trust: request::Trust::new(&config),
         health_url: config.health_url()?,
         config,
         producer,

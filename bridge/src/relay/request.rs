@@ -1,18 +1,46 @@
 //! From a Kafka record to its invocation request: the payload parsed and
-//! checked, a task id (the event's own, if valid, else one derived from
-//! where the event first entered Kafka), a tenant and the trace it belongs
-//! to.
+//! checked, a task id, a tenant and the trace it belongs to.
+//!
+//! Who is believed ([`Trust`]): an event `/enqueue` sealed (an API task)
+//! names its own task id and tenant. Any other event comes from a producer
+//! nobody authenticated: its tenant is the batch lane's (`--batch-tenant`)
+//! unless the operator trusts producers' tenants, and the task id it names
+//! lives in that tenant's namespace (`<tenant>:<id>`), so it can never be
+//! an API task's or another tenant's. An event that names none gets an id
+//! keyed with the bridge's secret from where it first entered Kafka:
+//! stable across redeliveries and replays, unpredictable to producers.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, InvokeRequest, RawEvent, TraceParent, DEFAULT_TENANT,
-    MAX_PROMPT_CHARS,
+    valid_task_id, valid_tenant, InvokeRequest, RawEvent, TraceParent, MAX_PROMPT_CHARS,
 };
 use anyhow::{bail, Context, Result};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 
-use crate::dead_letter::origin;
+use crate::dead_letter::{is_enqueued, origin};
 use crate::kafka::{header, TRACEPARENT};
+use crate::seal::Seal;
+use crate::BridgeConfig;
+
+/// What the relay believes of an event's claims.
+#[derive(Clone)]
+pub(super) struct Trust {
+    pub seal: Seal,
+    /// The tenant of events that are not the API's.
+    pub batch_tenant: String,
+    /// Whether such events' own `tenant` is believed.
+    pub producer_tenants: bool,
+}
+
+impl Trust {
+    pub fn new(config: &BridgeConfig) -> Self {
+        Self {
+            seal: config.seal(),
+            batch_tenant: config.batch_tenant.clone(),
+            producer_tenants: config.trust_producer_tenants,
+        }
+    }
+}
 
 /// A new span for an event: in the trace its producer named (the
 /// `traceparent` header, else the payload's field), or in a new trace.
@@ -46,24 +74,33 @@ pub(super) fn parse(message: &OwnedMessage) -> Result<RawEvent> {
     Ok(event)
 }
 
-/// The first invocation of `event`: its own task id and tenant when valid,
-/// else a derived task id and the default tenant.
+/// The first invocation of `event`, with the task id and tenant `trust`
+/// allows it (see the module's docs).
 pub(super) fn first_request(
     event: RawEvent,
     message: &OwnedMessage,
     trace: &TraceParent,
+    trust: &Trust,
 ) -> InvokeRequest {
-    let task_id = event
-        .task_id
+    let api = is_enqueued(message, &trust.seal);
+    let claimed = event.tenant.filter(|t| valid_tenant(t));
+    let tenant = match claimed {
+        Some(t) if api || trust.producer_tenants => t,
+        _ if api => aies_contract::DEFAULT_TENANT.to_string(),
+        _ => trust.batch_tenant.clone(),
+    };
+    let own_id = match event.task_id {
+        Some(id) if api => Some(id),
+        Some(id) => Some(format!("{tenant}:{id}")),
+        None => None,
+    };
+    let task_id = own_id
         .filter(|id| valid_task_id(id))
-        .unwrap_or_else(|| derived_task_id(message));
+        .unwrap_or_else(|| trust.seal.task_id(&origin(message, &trust.seal)));
     InvokeRequest {
         task_id,
         prompt: event.prompt,
-        tenant: event
-            .tenant
-            .filter(|t| valid_tenant(t))
-            .unwrap_or_else(|| DEFAULT_TENANT.to_string()),
+        tenant,
         use_cache: event.use_cache,
         generation: event.generation,
         final_attempt: false,
@@ -71,21 +108,24 @@ pub(super) fn first_request(
     }
 }
 
-/// A task id for an event that came without one: derived from where the
-/// event first entered Kafka, so a redelivery (or a replay from the
-/// dead-letter topic) maps to the same task.
-fn derived_task_id(message: &OwnedMessage) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, origin(message).as_bytes()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{dead_letter_headers, replay_headers, ORIGIN_HEADER};
+    use crate::dead_letter::{dead_letter_headers, enqueued_seal, replay_headers, ORIGIN_HEADER};
+    use crate::seal::ENQUEUED;
+    use aies_contract::DEFAULT_TENANT;
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::Timestamp;
 
     const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn trust() -> Trust {
+        Trust {
+            seal: Seal::new("the bridge's key, 32 characters".into()),
+            batch_tenant: "partners".into(),
+            producer_tenants: false,
+        }
+    }
 
     fn message(payload: &str, offset: i64) -> OwnedMessage {
         with_headers(payload, offset, None)
@@ -103,43 +143,157 @@ mod tests {
         )
     }
 
+    /// An event as `/enqueue` writes it: sealed.
+    fn enqueued(payload: &str) -> OwnedMessage {
+        let seal = enqueued_seal(&trust().seal, payload.as_bytes());
+        let headers = OwnedHeaders::new().insert(Header {
+            key: ENQUEUED,
+            value: Some(&seal),
+        });
+        with_headers(payload, 3, Some(headers))
+    }
+
+    fn request(m: &OwnedMessage, trust: &Trust) -> InvokeRequest {
+        first_request(parse(m).unwrap(), m, &trace(), trust)
+    }
+
     fn trace() -> TraceParent {
         TraceParent::parse(TRACE).unwrap()
     }
 
     #[test]
-    fn third_party_events_get_a_stable_task_id() {
-        let a = derived_task_id(&message("{}", 7));
-        assert_eq!(a, derived_task_id(&message("{}", 7)));
-        assert_ne!(a, derived_task_id(&message("{}", 8)));
-        assert!(valid_task_id(&a));
+    fn an_event_without_an_id_gets_a_keyed_stable_one() {
+        let a = request(&message(r#"{"prompt":"hi"}"#, 7), &trust());
+        assert_eq!(
+            a.task_id,
+            request(&message(r#"{"prompt":"hi"}"#, 7), &trust()).task_id
+        );
+        assert_ne!(
+            a.task_id,
+            request(&message(r#"{"prompt":"hi"}"#, 8), &trust()).task_id
+        );
+        assert_eq!(a.task_id, trust().seal.task_id("datos_crudos/2/7"));
+        // Not what anyone could compute without the key (the old UUIDv5).
+        let unkeyed = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, b"datos_crudos/2/7");
+        assert_ne!(a.task_id, unkeyed.to_string());
+        assert_eq!(a.tenant, "partners");
     }
 
     #[test]
     fn a_replayed_event_keeps_the_task_id_of_its_origin() {
-        let first = derived_task_id(&message("{}", 7));
-        let origin = OwnedHeaders::new().insert(Header {
-            key: ORIGIN_HEADER,
-            value: Some("datos_crudos/2/7"),
-        });
-        let replayed = with_headers("{}", 900, Some(origin));
-        assert_eq!(derived_task_id(&replayed), first);
-    }
-
-    #[test]
-    fn a_dead_letter_sent_back_maps_to_the_same_task() {
         let event = message(r#"{"prompt":"hello"}"#, 7);
+        let first = request(&event, &trust()).task_id;
         let dead = OwnedMessage::new(
-            Some(b"{}".to_vec()),
+            Some(br#"{"prompt":"hello"}"#.to_vec()),
             None,
             "datos_dlq".into(),
             Timestamp::NotAvailable,
             0,
             3,
-            Some(dead_letter_headers(&event, "boom")),
+            Some(dead_letter_headers(&event, "boom", &trust().seal)),
         );
-        let replayed = with_headers("{}", 900, Some(replay_headers(&dead)));
-        assert_eq!(derived_task_id(&replayed), derived_task_id(&event));
+        let replayed = with_headers(r#"{"prompt":"hello"}"#, 900, Some(replay_headers(&dead)));
+        assert_eq!(request(&replayed, &trust()).task_id, first);
+    }
+
+    #[test]
+    fn a_forged_origin_does_not_take_another_events_id() {
+        let victim = request(&message(r#"{"prompt":"real question"}"#, 8), &trust());
+        let forged = OwnedHeaders::new().insert(Header {
+            key: ORIGIN_HEADER,
+            value: Some("datos_crudos/2/8"),
+        });
+        let attacker = with_headers(r#"{"prompt":"ATTACKER"}"#, 7, Some(forged));
+        assert_ne!(request(&attacker, &trust()).task_id, victim.task_id);
+    }
+
+    #[test]
+    fn only_an_enqueued_event_names_its_task_and_tenant() {
+        let payload =
+            r#"{"prompt":"hi","task_id":"2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10","tenant":"acme"}"#;
+        let api = request(&enqueued(payload), &trust());
+        assert_eq!(
+            (api.task_id.as_str(), api.tenant.as_str()),
+            ("2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10", "acme")
+        );
+        assert_eq!(api.prompt, "hi");
+        assert!(!api.final_attempt);
+        assert_eq!(api.traceparent, Some(trace().header()));
+        // The same payload from any producer: its id in the batch tenant's
+        // namespace, the batch tenant.
+        let batch = request(&message(payload, 7), &trust());
+        assert_eq!(
+            (batch.task_id.as_str(), batch.tenant.as_str()),
+            ("partners:2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10", "partners")
+        );
+        // A seal copied onto another payload does not hold.
+        let seal = enqueued_seal(&trust().seal, payload.as_bytes());
+        let copied = OwnedMessage::new(
+            Some(
+                br#"{"prompt":"ATTACKER","task_id":"2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10"}"#
+                    .to_vec(),
+            ),
+            None,
+            "datos_api".into(),
+            Timestamp::NotAvailable,
+            0,
+            1,
+            Some(OwnedHeaders::new().insert(Header {
+                key: ENQUEUED,
+                value: Some(&seal),
+            })),
+        );
+        assert_eq!(
+            request(&copied, &trust()).task_id,
+            "partners:2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10"
+        );
+    }
+
+    #[test]
+    fn producers_tenants_are_believed_only_when_the_operator_says_so() {
+        let m = message(r#"{"prompt":"hi","task_id":"order-17","tenant":"acme"}"#, 7);
+        let r = request(&m, &trust());
+        assert_eq!(
+            (r.task_id.as_str(), r.tenant.as_str()),
+            ("partners:order-17", "partners")
+        );
+        let trusting = Trust {
+            producer_tenants: true,
+            ..trust()
+        };
+        let r = request(&m, &trusting);
+        assert_eq!(
+            (r.task_id.as_str(), r.tenant.as_str()),
+            ("acme:order-17", "acme")
+        );
+        // Two tenants' producers with one id: two tasks.
+        let other = message(
+            r#"{"prompt":"hi","task_id":"order-17","tenant":"globex"}"#,
+            8,
+        );
+        assert_eq!(request(&other, &trusting).task_id, "globex:order-17");
+    }
+
+    #[test]
+    fn an_invalid_task_id_or_tenant_is_replaced() {
+        let m = message(r#"{"prompt":"hi","task_id":"a b","tenant":"no/slash"}"#, 7);
+        let trusting = Trust {
+            producer_tenants: true,
+            ..trust()
+        };
+        let r = request(&m, &trusting);
+        assert_eq!(r.task_id, trust().seal.task_id("datos_crudos/2/7"));
+        assert_eq!(r.tenant, "partners");
+        // Too long once namespaced: replaced too.
+        let long = format!(r#"{{"prompt":"hi","task_id":"{}"}}"#, "x".repeat(120));
+        let r = request(&message(&long, 9), &trust());
+        assert_eq!(r.task_id, trust().seal.task_id("datos_crudos/2/9"));
+        // An enqueued event without a tenant is the default tenant's.
+        let r = request(&enqueued(r#"{"prompt":"hi","task_id":"t-1"}"#), &trust());
+        assert_eq!(
+            (r.task_id.as_str(), r.tenant.as_str()),
+            ("t-1", DEFAULT_TENANT)
+        );
     }
 
     #[test]
@@ -154,31 +308,6 @@ mod tests {
         assert!(format!("{e:#}").contains(&format!("has {}", MAX_PROMPT_CHARS + 1)));
         let empty = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
         assert!(format!("{:#}", parse(&empty).unwrap_err()).contains("no payload"));
-    }
-
-    #[test]
-    fn an_events_own_task_id_and_tenant_are_used_when_valid() {
-        let m = message(r#"{"prompt":"hi","task_id":"order-17","tenant":"acme"}"#, 7);
-        let r = first_request(parse(&m).unwrap(), &m, &trace());
-        assert_eq!(
-            (r.task_id.as_str(), r.tenant.as_str()),
-            ("order-17", "acme")
-        );
-        assert_eq!(r.prompt, "hi");
-        assert!(!r.final_attempt);
-        assert_eq!(r.traceparent, Some(trace().header()));
-    }
-
-    #[test]
-    fn an_invalid_task_id_or_tenant_is_replaced() {
-        let m = message(r#"{"prompt":"hi","task_id":"a b","tenant":"no/slash"}"#, 7);
-        let r = first_request(parse(&m).unwrap(), &m, &trace());
-        assert_eq!(r.task_id, derived_task_id(&m));
-        assert_eq!(r.tenant, DEFAULT_TENANT);
-        let m = message(r#"{"prompt":"hi"}"#, 8);
-        let r = first_request(parse(&m).unwrap(), &m, &trace());
-        assert_eq!(r.task_id, derived_task_id(&m));
-        assert_eq!(r.tenant, DEFAULT_TENANT);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub challenge: bool,
     /// The methods the route serves, for a 405 (`Allow`, RFC 9110 15.5.6).
     pub allow: Option<&'static str>,
+    /// Seconds after which to ask again (`Retry-After`), for a 429 or 503.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             fields: Vec::new(),
             challenge: false,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -37,6 +40,14 @@ impl ApiError {
         Self {
             allow: Some(allow),
             ..Self::new(405, format!("method not allowed: use {allow}"))
+        }
+    }
+
+    /// 429: too many at once; ask again after `retry_after` seconds.
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(429, message)
         }
     }
 
@@ -108,6 +119,9 @@ impl IntoResponse for ApiError {
         if let Some(allow) = self.allow {
             resp.set_header("allow", allow);
         }
+        if let Some(secs) = self.retry_after {
+            resp.set_header("retry-after", secs.to_string());
+        }
         resp
     }
 }
@@ -172,6 +186,15 @@ mod tests {
             .into_response();
         assert_eq!(*resp.status(), 401);
         assert_eq!(header(&resp, "www-authenticate").as_deref(), Some("Bearer"));
+    }
+
+    #[test]
+    fn too_many_says_when_to_ask_again() {
+        let resp = ApiError::too_many("too many waiting requests", 2).into_response();
+        assert_eq!(*resp.status(), 429);
+        assert_eq!(header(&resp, "retry-after").as_deref(), Some("2"));
+        let plain: Response = ApiError::not_found("x").into();
+        assert_eq!(header(&plain, "retry-after"), None);
     }
 
     #[test]

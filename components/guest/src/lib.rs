@@ -39,7 +39,7 @@ pub use inflight::{inflight_key, release_inflight};
 pub use metrics::{count, count_by, defer_counts, flush_counts};
 pub use provider::{llm_model_id, llm_provider, post_json, Answer, OFFLINE_MODEL};
 pub use stage::{call, call_as, stage_url, StageError};
-pub use tasks::{finish_tasks, start_tasks, stored_task, write_task, TaskRecord};
+pub use tasks::{finish_tasks, start_tasks, stored_task, write_task, Start, TaskRecord};
 pub use time::{now_ms, now_secs, sleep};
 pub use trace::{current_trace, log_line, new_span, start_trace};
 

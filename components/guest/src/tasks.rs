@@ -1,6 +1,8 @@
 //! Task records (hashes in DB 2, `aies_contract::task_key`): written by
 //! ingest, started by llm-invoke and finished exactly once by store, each
-//! step one atomic Lua script.
+//! step one atomic Lua script. A record's tenant is set once; a FAILURE
+//! marked `dead_lettered` (the bridge gave the event up) may start again
+//! when the event is replayed.
 
 use crate::{arg, execute, hgetall, now_secs, var_parsed};
 use aies_contract::keys::{task_key, RECENT_TASKS, RECENT_TASKS_KEY, TASK_PREFIX};
@@ -24,22 +26,52 @@ pub fn write_task(conn: &Connection, task_id: &str, fields: &[(&str, &str)]) -> 
     Ok(())
 }
 
+/// What [`start_tasks`] did with one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Marked STARTED: run it.
+    Run,
+    /// Final already: answer the record as it is.
+    Final,
+    /// The record is another tenant's: refuse the event (a task's tenant is
+    /// set once).
+    OtherTenant,
+}
+
 /// Marks tasks as running, in one round trip, atomically (one Lua script):
-/// a task that is already final is left alone and `false` comes back for
-/// it, so a late duplicate of an event never turns a SUCCESS back into
-/// STARTED.
-pub fn start_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<bool>> {
+/// a task that is already final is left alone ([`Start::Final`]), so a late
+/// duplicate of an event never turns a SUCCESS back into STARTED, unless
+/// its FAILURE was the bridge's dead letter (a replay runs it again); a
+/// record of another tenant is left alone too ([`Start::OtherTenant`]).
+pub fn start_tasks(conn: &Connection, tasks: &[(&str, &[(&str, &str)])]) -> Result<Vec<Start>> {
     const STEP: &str = r#"
-if redis.call('HEXISTS', key, 'finished_at') == 1 then
+local tenant
+for j = 1, #fields, 2 do
+  if fields[j] == 'tenant' then tenant = fields[j + 1] end
+end
+local owner = redis.call('HGET', key, 'tenant')
+if owner and tenant and owner ~= tenant then
+  out[i] = 2
+elseif redis.call('HEXISTS', key, 'finished_at') == 1
+    and redis.call('HEXISTS', key, 'dead_lettered') == 0 then
   out[i] = 0
 else
+  redis.call('HDEL', key, 'finished_at', 'finished_ms', 'dead_lettered', 'error', 'result', 'model')
   redis.call('HSET', key, 'updated_at', now, unpack(fields))
   redis.call('HSETNX', key, 'created_at', now)
   redis.call('HSETNX', key, 'started_ms', now_ms)
   redis.call('EXPIRE', key, ttl)
   out[i] = 1
 end"#;
-    task_script(conn, STEP, tasks)
+    let codes = task_script(conn, STEP, tasks)?;
+    Ok(codes
+        .into_iter()
+        .map(|code| match code {
+            1 => Start::Run,
+            2 => Start::OtherTenant,
+            _ => Start::Final,
+        })
+        .collect())
 }
 
 /// Records tasks' outcomes exactly once, in one round trip, atomically (one
@@ -57,20 +89,21 @@ else
   redis.call('LTRIM', RECENT, 0, RECENT_LEN - 1)
   out[i] = 1
 end"#;
-    task_script(conn, STEP, tasks)
+    let codes = task_script(conn, STEP, tasks)?;
+    Ok(codes.into_iter().map(|code| code == 1).collect())
 }
 
 /// Runs `step` for each task record in one `EVAL` (see [`eval_args`]);
-/// true where it set `out[i]` to 1.
+/// the number it set `out[i]` to, per task.
 fn task_script(
     conn: &Connection,
     step: &str,
     tasks: &[(&str, &[(&str, &str)])],
-) -> Result<Vec<bool>> {
+) -> Result<Vec<i64>> {
     let ttl: i64 = var_parsed("result_ttl_seconds")?;
     let args = eval_args(step, tasks, now_secs(), ttl);
     let reply = execute(conn, "EVAL", &args)?;
-    flags(&reply, tasks.len())
+    codes(&reply, tasks.len())
 }
 
 /// `EVAL script n <task keys..> now ttl (count field value ..)..`, where
@@ -112,8 +145,8 @@ return out"#
     args
 }
 
-/// The script's answer, one number per task: true where it is 1.
-fn flags(reply: &[RedisResult], tasks: usize) -> Result<Vec<bool>> {
+/// The script's answer, one number per task.
+fn codes(reply: &[RedisResult], tasks: usize) -> Result<Vec<i64>> {
     if reply.len() != tasks {
         bail!(
             "task script answered {} values for {} tasks",
@@ -121,10 +154,13 @@ fn flags(reply: &[RedisResult], tasks: usize) -> Result<Vec<bool>> {
             tasks
         );
     }
-    Ok(reply
+    reply
         .iter()
-        .map(|r| matches!(r, RedisResult::Int64(1)))
-        .collect())
+        .map(|r| match r {
+            RedisResult::Int64(n) => Ok(*n),
+            other => bail!("task script answered {other:?}"),
+        })
+        .collect()
 }
 
 /// A task record (a hash in DB 2), as read with `HGETALL`.
@@ -207,11 +243,12 @@ mod tests {
     }
 
     #[test]
-    fn script_flags_are_one_per_task() {
-        let reply = [RedisResult::Int64(1), RedisResult::Int64(0)];
-        assert_eq!(flags(&reply, 2).unwrap(), vec![true, false]);
-        let e = flags(&reply, 3).unwrap_err();
+    fn script_codes_are_one_number_per_task() {
+        let reply = [RedisResult::Int64(1), RedisResult::Int64(2)];
+        assert_eq!(codes(&reply, 2).unwrap(), vec![1, 2]);
+        let e = codes(&reply, 3).unwrap_err();
         assert_eq!(e.to_string(), "task script answered 2 values for 3 tasks");
+        assert!(codes(&[RedisResult::Nil], 1).is_err());
     }
 
     #[test]

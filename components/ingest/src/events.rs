@@ -57,6 +57,10 @@ pub async fn stream(req: &Request, id: &str, out: ResponseOutparam) {
         Ok(first) => first,
         Err(e) => return respond(out, e.into()).await,
     };
+    let _place = match crate::waits::begin(&tenant, MAX_STREAM) {
+        Ok(place) => place,
+        Err(e) => return respond(out, e.into()).await,
+    };
     let headers = Fields::from_list(&[
         ("content-type".to_owned(), b"text/event-stream".to_vec()),
         ("cache-control".to_owned(), b"no-cache".to_vec()),

@@ -4,7 +4,8 @@
 //! retry with the same key and body gets that answer again (same task ids,
 //! header `idempotent-replayed: true`) instead of new tasks. The same key
 //! with another body is 422; while the first is still running, 409. Keys
-//! are per tenant; 5xx answers are not kept, so a retry runs again.
+//! are per tenant; 5xx answers and answers over [`MAX_KEPT_BYTES`] are not
+//! kept, so a retry runs again.
 //!
 //! Redis DB 1: `aies:idem:<tenant>:<hash of the key>` = JSON
 //! `{"fingerprint", "status"?, "body"?}` (no status yet: running).
@@ -22,6 +23,10 @@ const KEEP_SECS: i64 = 24 * 3600;
 /// How long a running request holds its key (it then counts as lost).
 const RUNNING_SECS: i64 = 120;
 const MAX_KEY_CHARS: usize = 255;
+/// Larger answers are not kept (Redis holds no unbounded record): a retry
+/// runs again, which answers a hit from the cache and joins a running miss
+/// (coalescing), so it still makes no second task for a prompt in flight.
+const MAX_KEPT_BYTES: usize = 256 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -80,7 +85,7 @@ pub async fn once(
     }
     let resp = work.await;
     let status = *resp.status();
-    let kept = if status < 500 {
+    let kept = if status < 500 && resp.body().len() <= MAX_KEPT_BYTES {
         let saved = Saved {
             fingerprint,
             status: Some(status),

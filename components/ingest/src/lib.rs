@@ -13,6 +13,8 @@
 //! - `GET /task/{id}[?wait=N]`: the task's status, result or error; with
 //!   `wait` (seconds, at most 30), answered as soon as the task is final.
 //! - `GET /task/{id}/events`: its state changes as server-sent events.
+//!   Waiting requests (long polls, streams, chat completions waiting for
+//!   their task) have places of their own (see `waits`): 429 past them.
 //! - `/admin/keys`: API keys (see `keys`); with `api_keys = "required"`
 //!   the key, not `x-tenant-id`, names the tenant.
 //! - `POST /v1/chat/completions`, `POST /v1/embeddings`: OpenAI's wire
@@ -40,6 +42,7 @@ mod process;
 mod request;
 mod stats;
 mod tasks;
+mod waits;
 
 #[http_component]
 async fn handle(req: Request, out: ResponseOutparam) {

@@ -74,11 +74,56 @@ pub fn metrics() -> Result<Response, ApiError> {
     let fields = redis(DB_CACHE)
         .and_then(|c| hgetall(&c, METRICS_KEY))
         .map_err(|e| ApiError::unavailable(&e))?;
+    let mut text = render(&fields);
+    match redis_memory() {
+        Ok(memory) => text += &memory.render(),
+        Err(e) => aies_guest::log!("Redis memory not read: {e:#}"),
+    }
     Ok(Response::builder()
         .status(200)
         .header("content-type", "text/plain; version=0.0.4")
-        .body(render(&fields))
+        .body(text)
         .build())
+}
+
+/// Redis's memory, as `INFO memory` says.
+#[derive(Debug, PartialEq)]
+pub struct RedisMemory {
+    pub used: u64,
+    /// The limit (`maxmemory`); 0: none.
+    pub max: u64,
+    pub policy: String,
+}
+
+impl RedisMemory {
+    fn parse(info: &str) -> Self {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_default()
+        };
+        Self {
+            used: field("used_memory").parse().unwrap_or(0),
+            max: field("maxmemory").parse().unwrap_or(0),
+            policy: field("maxmemory_policy").to_string(),
+        }
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "# HELP aies_redis_used_memory_bytes Memory Redis uses\n\
+             # TYPE aies_redis_used_memory_bytes gauge\naies_redis_used_memory_bytes {}\n\
+             # HELP aies_redis_maxmemory_bytes Redis's memory limit (0: none)\n\
+             # TYPE aies_redis_maxmemory_bytes gauge\naies_redis_maxmemory_bytes {}\n",
+            self.used, self.max
+        )
+    }
+}
+
+pub fn redis_memory() -> anyhow::Result<RedisMemory> {
+    let reply = aies_guest::execute(&redis(DB_CACHE)?, "INFO", &[aies_guest::arg("memory")])?;
+    let info = reply.first().and_then(aies_guest::text).unwrap_or_default();
+    Ok(RedisMemory::parse(&info))
 }
 
 /// The metrics hash's fields as Prometheus text: every counter, 0 when the
@@ -117,6 +162,25 @@ fn render(fields: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_memory_is_read_from_info() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                    maxmemory:2147483648\r\nmaxmemory_human:2.00G\r\nmaxmemory_policy:noeviction\r\n";
+        let memory = RedisMemory::parse(info);
+        assert_eq!(
+            memory,
+            RedisMemory {
+                used: 1_048_576,
+                max: 2_147_483_648,
+                policy: "noeviction".into()
+            }
+        );
+        assert!(memory
+            .render()
+            .contains("\naies_redis_maxmemory_bytes 2147483648\n"));
+        assert_eq!(RedisMemory::parse("").used, 0);
+    }
 
     #[test]
     fn every_counter_is_shown_with_0_for_the_missing() {

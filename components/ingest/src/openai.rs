@@ -117,8 +117,14 @@ async fn chat(req: Request) -> Result<Response, ApiError> {
         .build())
 }
 
-/// Waits for a task to be final: its result and model, or the error.
+/// Waits for a task to be final: its result and model, or the error. The
+/// wait takes one of the waiting requests' places; without one, 429 (the
+/// task goes on).
 async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), ApiError> {
+    let _place = crate::waits::begin(tenant, MAX_WAIT).map_err(|e| ApiError {
+        message: format!("{}; task {task_id} goes on: GET /task/{task_id}", e.message),
+        ..e
+    })?;
     let task = match wait_for(task_id, tenant, MAX_WAIT).await {
         Ok(Some(task)) => task,
         Ok(None) => return Err(ApiError::new(502, format!("task {task_id} disappeared"))),

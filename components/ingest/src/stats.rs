@@ -2,7 +2,8 @@
 //! by state, the latest finished tasks with their timings, cache hits by
 //! tier and LLM calls saved, and from the bridge's `/metrics` each lane's
 //! counters, each Kafka partition's lag and whether the broker answers;
-//! and what `aies-up` reports of its services (restarts, and why). Counters count since the data
+//! what `aies-up` reports of its services (restarts, and why), and Redis's
+//! memory (`INFO memory`: used, limit, policy). Counters count since the data
 //! was created; rates are the dashboard's differences between two reads.
 //! With `api_keys = "required"` it needs the admin token (it spans
 //! tenants). Queue and total times are known for API tasks (ingest notes
@@ -74,6 +75,10 @@ pub async fn stats(req: &Request) -> Result<Response, ApiError> {
             "latest": latest,
             "kafka": kafka().await,
             "services": services(),
+            "redis": match crate::metrics::redis_memory() {
+                Ok(m) => j!({"used_memory": m.used, "maxmemory": m.max, "maxmemory_policy": m.policy}),
+                Err(e) => j!({"error": format!("{e:#}")}),
+            },
         }),
     ))
 }

@@ -20,8 +20,14 @@ pub async fn task(req: &Request, id: &str) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("invalid task id"));
     }
     let tenant = keys::tenant(req)?;
-    let wait = wait_secs(req.query())?;
-    match wait_for(id, &tenant, std::time::Duration::from_secs(wait)).await {
+    let wait = std::time::Duration::from_secs(wait_secs(req.query())?);
+    // A long poll takes one of the waiting requests' places.
+    let _place = if wait.is_zero() {
+        None
+    } else {
+        Some(crate::waits::begin(&tenant, wait)?)
+    };
+    match wait_for(id, &tenant, wait).await {
         Ok(Some(task)) => Ok(json(200, &task)),
         Ok(None) => Err(ApiError::not_found(format!("no task {id}"))),
         Err(e) => Err(ApiError::unavailable(&e)),

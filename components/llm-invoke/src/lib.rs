@@ -1,11 +1,13 @@
 //! llm-invoke: `POST /invoke` (one Kafka event) and `POST /invoke/batch`
 //! (events of distinct keys that the bridge runs together), called by the
-//! bridge.
+//! bridge; `POST /invoke/fail` records the failure of an event the bridge
+//! dead-lettered.
 //!
 //! Marks the tasks STARTED, asks the LLM (concurrently for a batch), and
-//! hands the outcomes to store, whose answers (the final tasks) it returns. A task that is already final is
-//! answered from the result backend without calling the LLM again, so a
-//! redelivered event costs nothing.
+//! hands the outcomes to store, whose answers (the final tasks) it returns.
+//! A task that is already final is answered from the result backend without
+//! calling the LLM again, so a redelivered event costs nothing; an event
+//! naming a task of another tenant is refused (409).
 //!
 //! Providers (`llm_provider`): `gemini` (`generateContent`), `openai` (any
 //! OpenAI-compatible `/v1/chat/completions`), `offline` (a stand-in that
@@ -21,13 +23,13 @@
 //! the bridge says this is its final attempt.
 
 use aies_contract::{
-    valid_task_id, valid_tenant, BatchAnswer, BatchResponse, Generation, InvokeBatch,
-    InvokeRequest, Outcome, StoreBatch, StoreRequest, TaskStatus, MAX_BATCH,
+    valid_task_id, valid_tenant, BatchAnswer, BatchResponse, FailRequest, Generation, InvokeBatch,
+    InvokeRequest, Outcome, StoreBatch, StoreRequest, TaskResult, TaskStatus, MAX_BATCH,
 };
 use aies_guest::{
     batch_answer, bearer_is, call, count_by, error, llm_model_id, llm_provider, parse_body,
-    post_json, redis, scope_id, sleep, stage_url, start_tasks, stored_task, var, var_parsed,
-    DB_TASKS, OFFLINE_MODEL,
+    post_json, redis, scope_id, sleep, stage_url, start_tasks, stored_task, var, var_parsed, Start,
+    TaskRecord, DB_TASKS, OFFLINE_MODEL,
 };
 use anyhow::{anyhow, bail, Result};
 use futures::future::join_all;
@@ -41,8 +43,13 @@ async fn handle(req: Request) -> Response {
     aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
     let batch = match (req.method(), req.path()) {
         (Method::Post, "/invoke") => false,
-        (Method::Post, "/invoke/batch") => true,
-        _ => return error(404, "llm-invoke serves POST /invoke and POST /invoke/batch"),
+        (Method::Post, "/invoke/batch" | "/invoke/fail") => true,
+        _ => {
+            return error(
+                404,
+                "llm-invoke serves POST /invoke, /invoke/batch and /invoke/fail",
+            )
+        }
     };
     match authorized(&req) {
         Ok(Some(true)) => {}
@@ -54,6 +61,12 @@ async fn handle(req: Request) -> Response {
             )
         }
         Err(e) => return error(500, format!("{e:#}")),
+    }
+    if req.path() == "/invoke/fail" {
+        return match parse_body::<FailRequest>(&req) {
+            Ok(fail) => record_dead_letter(fail).await,
+            Err(e) => e.into(),
+        };
     }
     let events = if batch {
         match parse_body::<InvokeBatch>(&req) {
@@ -120,11 +133,15 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
     let started = start_tasks(&conn, &tasks)?;
     let mut run = Vec::new();
     for (&i, started) in valid.iter().zip(started) {
-        if started {
-            run.push(i);
-        } else {
+        match started {
+            Start::Run => run.push(i),
             // Final already: a redelivered event costs nothing.
-            answers[i] = Some(BatchAnswer::done(stored_task(&conn, &events[i].task_id)?));
+            Start::Final => {
+                answers[i] = Some(BatchAnswer::done(stored_task(&conn, &events[i].task_id)?))
+            }
+            Start::OtherTenant => {
+                answers[i] = Some(BatchAnswer::failed(409, other_tenant(&events[i].task_id)))
+            }
         }
     }
     count_by("tasks_started", run.len() as i64);
@@ -163,6 +180,7 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
             scope: scope_id(&model, &req.generation),
             outcome,
             traceparent: req.traceparent.clone(),
+            dead_lettered: false,
         });
     }
     if !items.is_empty() {
@@ -183,6 +201,50 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
         .into_iter()
         .map(|a| a.unwrap_or_else(|| BatchAnswer::failed(500, "no answer for the event")))
         .collect())
+}
+
+fn other_tenant(task_id: &str) -> String {
+    format!("task {task_id} belongs to another tenant")
+}
+
+/// `POST /invoke/fail`: the bridge dead-lettered the event, so its task
+/// says FAILURE with the reason (marked so that a replay may run it again)
+/// and its coalescing marker is released, by store as for any failure.
+async fn record_dead_letter(fail: FailRequest) -> Response {
+    let FailRequest { event, error: why } = fail;
+    if !valid_task_id(&event.task_id) || !valid_tenant(&event.tenant) {
+        return error(400, "invalid task_id or tenant");
+    }
+    let owner = redis(DB_TASKS)
+        .and_then(|conn| TaskRecord::read(&conn, &event.task_id))
+        .map(|record| record.get("tenant"));
+    match owner {
+        Ok(Some(owner)) if owner != event.tenant => {
+            return error(409, other_tenant(&event.task_id))
+        }
+        Ok(_) => {}
+        Err(e) => return error(503, format!("{e:#}")),
+    }
+    let model = match llm_model_id() {
+        Ok(m) => m,
+        Err(e) => return error(500, format!("{e:#}")),
+    };
+    let item = StoreRequest {
+        scope: scope_id(&model, &event.generation),
+        task_id: event.task_id,
+        prompt: event.prompt,
+        tenant: event.tenant,
+        use_cache: event.use_cache,
+        outcome: Outcome::Failure {
+            error: format!("dead-lettered by the bridge: {why}"),
+        },
+        traceparent: event.traceparent,
+        dead_lettered: true,
+    };
+    match call::<_, TaskResult>(&stage_url("store", "/store"), &item).await {
+        Ok(task) => aies_guest::json(200, &task),
+        Err(e) => error(503, format!("{e:#}")),
+    }
 }
 
 enum Failure {

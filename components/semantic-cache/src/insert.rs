@@ -4,38 +4,63 @@
 use crate::index::{create_index, index_dimension};
 use crate::query::blob;
 use crate::settings::{check, settings};
-use aies_contract::keys::{cache_entry_key, exact_key, CACHE_LRU_KEY, DB_CACHE};
+use aies_contract::keys::{
+    cache_entry_key, exact_key, tenant_lru_key, CACHE_LRU_KEY, DB_CACHE, TENANT_LRU_PREFIX,
+};
 use aies_contract::{valid_scope, InsertRequest};
 use aies_guest::{arg, count_by, exact_id, execute, now_ms, redis, var_parsed};
 use anyhow::{bail, Result};
 use spin_sdk::redis::{RedisParameter, RedisResult};
 
 /// Writes an entry and its exact-tier pointer, marks its use, and evicts
-/// the least recently used entries beyond `cache_max_entries`, in one
-/// script. The TTL is not sliding: a hit never renews it.
+/// least recently used entries, in one script: the tenant's own beyond
+/// `cache_max_entries_per_tenant`, then, beyond `cache_max_entries`, the
+/// tenant's own first (a tenant that fills the cache evicts its own entries,
+/// not another's), others' only when it has none left. The TTL is not
+/// sliding: a hit never renews it.
 pub fn insert(req: InsertRequest) -> Result<()> {
     const SCRIPT: &str = r#"
-local ttl, now, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'exact', KEYS[2], unpack(ARGV, 4))
-redis.call('SET', KEYS[2], KEYS[1])
+local ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max, quota = tonumber(ARGV[3]), tonumber(ARGV[4])
+local entry, all, own = KEYS[1], KEYS[3], KEYS[4]
+redis.call('HSET', entry, 'exact', KEYS[2], unpack(ARGV, 6))
+redis.call('SET', KEYS[2], entry)
 if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', entry, ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   -- Unused for longer than the TTL: expired already.
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl * 1000)
+  redis.call('ZREMRANGEBYSCORE', all, '-inf', now - ttl * 1000)
+  redis.call('ZREMRANGEBYSCORE', own, '-inf', now - ttl * 1000)
 end
-redis.call('ZADD', KEYS[3], now, KEYS[1])
+redis.call('ZADD', all, now, entry)
+redis.call('ZADD', own, now, entry)
 local evicted = 0
-local over = redis.call('ZCARD', KEYS[3]) - max
+local function evict(victim)
+  local tenant = redis.call('HGET', victim, 'tenant')
+  local pointer = redis.call('HGET', victim, 'exact')
+  if pointer and redis.call('GET', pointer) == victim then
+    redis.call('DEL', pointer)
+  end
+  redis.call('ZREM', all, victim)
+  redis.call('ZREM', own, victim)
+  if tenant then redis.call('ZREM', ARGV[5] .. tenant, victim) end
+  evicted = evicted + redis.call('DEL', victim)
+end
+local over = redis.call('ZCARD', own) - quota
+if quota > 0 and over > 0 then
+  for _, victim in ipairs(redis.call('ZRANGE', own, 0, over)) do
+    if victim ~= entry and over > 0 then evict(victim); over = over - 1 end
+  end
+end
+over = redis.call('ZCARD', all) - max
 if max > 0 and over > 0 then
-  local victims = redis.call('ZPOPMIN', KEYS[3], over)
-  for i = 1, #victims, 2 do
-    local victim = victims[i]
-    local pointer = redis.call('HGET', victim, 'exact')
-    if pointer and redis.call('GET', pointer) == victim then
-      redis.call('DEL', pointer)
+  for _, victim in ipairs(redis.call('ZRANGE', own, 0, over)) do
+    if victim ~= entry and over > 0 then evict(victim); over = over - 1 end
+  end
+  if over > 0 then
+    for _, victim in ipairs(redis.call('ZRANGE', all, 0, over)) do
+      if victim ~= entry and over > 0 then evict(victim); over = over - 1 end
     end
-    evicted = evicted + redis.call('DEL', victim)
   end
 end
 return evicted"#;
@@ -55,15 +80,19 @@ return evicted"#;
     let pointer = exact_key(&id);
     let ttl: i64 = var_parsed("cache_ttl_seconds")?;
     let max: i64 = var_parsed("cache_max_entries")?;
+    let quota: i64 = var_parsed("cache_max_entries_per_tenant")?;
     let args = [
         arg(SCRIPT),
-        RedisParameter::Int64(3),
+        RedisParameter::Int64(4),
         arg(&key),
         arg(&pointer),
         arg(CACHE_LRU_KEY),
+        arg(tenant_lru_key(&req.tenant)),
         arg(ttl.to_string()),
         arg(now_ms().to_string()),
         arg(max.to_string()),
+        arg(quota.to_string()),
+        arg(TENANT_LRU_PREFIX),
         arg("tenant"),
         arg(&req.tenant),
         arg("scope"),

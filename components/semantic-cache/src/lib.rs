@@ -22,8 +22,9 @@
 //!
 //! Every entry belongs to a scope (`aies_guest::scope_id`: the LLM model and
 //! generation parameters), filtered inside the KNN query like the tenant.
-//! Entries expire on a fixed TTL; beyond `cache_max_entries` the least
-//! recently used are evicted. Each embedding model has its own index over
+//! Entries expire on a fixed TTL; beyond `cache_max_entries_per_tenant` a
+//! tenant's least recently used are evicted, and beyond `cache_max_entries`
+//! the inserting tenant's own first (one tenant cannot flush another's). Each embedding model has its own index over
 //! its own key prefix, so vectors of two models never meet; its thresholds
 //! default to the values measured for it (`auto`). Tenants are a TAG filter
 //! inside the KNN query itself, so one tenant's entries are never
@@ -31,7 +32,8 @@
 //!
 //! Variables read: `vector_dimension`, `similarity_threshold`,
 //! `reworded_similarity`, `cache_index`, `cache_ttl_seconds`,
-//! `cache_max_entries`, `cache_alias_ttl_seconds`, `redis_host`,
+//! `cache_max_entries`, `cache_max_entries_per_tenant`,
+//! `cache_alias_ttl_seconds`, `redis_host`,
 //! `redis_port`.
 //!
 //! Keys and index names are [`aies_contract::keys`]'s. Modules: `lookup`

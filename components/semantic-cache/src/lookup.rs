@@ -5,7 +5,7 @@ use crate::index::{check_dimension, create_index};
 use crate::query::{blob, is_missing_index, knn_query, parse_hits, RETURNED};
 use crate::settings::{check, settings, Settings};
 use aies_cache_guard::{normalize, verify, Analysis};
-use aies_contract::keys::{alias_key, exact_key, CACHE_LRU_KEY, DB_CACHE};
+use aies_contract::keys::{alias_key, exact_key, tenant_lru_key, CACHE_LRU_KEY, DB_CACHE};
 use aies_contract::{
     valid_scope, valid_tenant, CacheHit, CacheTier, LookupRequest, LookupResponse,
 };
@@ -110,14 +110,16 @@ if not found[1] then return {} end
 -- An alias names one answer, not a later one made for the entry's prompt.
 if alias[2] and alias[2] ~= found[3] then return {} end
 redis.call('ZADD', KEYS[2], 'XX', ARGV[1], entry)
+redis.call('ZADD', KEYS[4], 'XX', ARGV[1], entry)
 return {entry, found[1], found[2], found[3], alias[3], alias[4], alias[5], alias[6]}"#;
     let id = exact_id(&req.tenant, &req.scope, &req.prompt);
     let args = [
         arg(SCRIPT),
-        RedisParameter::Int64(3),
+        RedisParameter::Int64(4),
         arg(exact_key(&id)),
         arg(CACHE_LRU_KEY),
         arg(alias_key(&id)),
+        arg(tenant_lru_key(&req.tenant)),
         arg(now_ms().to_string()),
     ];
     let reply = execute(conn, "EVAL", &args)?;
@@ -170,6 +172,7 @@ fn remember(
 ) -> Result<()> {
     const SCRIPT: &str = r#"
 redis.call('ZADD', KEYS[1], 'XX', ARGV[1], KEYS[2])
+redis.call('ZADD', KEYS[4], 'XX', ARGV[1], KEYS[2])
 local ms = tonumber(ARGV[2])
 if ms <= 0 then return 0 end
 local left = redis.call('PTTL', KEYS[2])
@@ -182,10 +185,11 @@ return 1"#;
     let alias = alias_key(&exact_id(&req.tenant, &req.scope, &req.prompt));
     let args = [
         arg(SCRIPT),
-        RedisParameter::Int64(3),
+        RedisParameter::Int64(4),
         arg(CACHE_LRU_KEY),
         arg(&hit.entry),
         arg(alias),
+        arg(tenant_lru_key(&req.tenant)),
         arg(now_ms().to_string()),
         arg(ttl.saturating_mul(1000).to_string()),
         arg(&hit.task_id),

@@ -62,6 +62,9 @@ fn record(req: &StoreRequest) -> (TaskStatus, Vec<(&str, &str)>) {
         ("prompt", req.prompt.as_str()),
         ("tenant", req.tenant.as_str()),
     ]);
+    if req.dead_lettered {
+        fields.push(("dead_lettered", "1"));
+    }
     (status, fields)
 }
 

@@ -10,10 +10,13 @@
 //! | 0 | `aies:exact:<exact id>` | string: the entry of a prompt | semantic-cache |
 //! | 0 | `aies:alias:<exact id>` | hash: the entry a semantic hit accepted | semantic-cache |
 //! | 0 | `aies:cache_lru` | sorted set: entries by last use (ms) | semantic-cache |
+//! | 0 | `aies:cache_lru:<tenant>` | sorted set: a tenant's entries by last use | semantic-cache |
 //! | 1 | `aies:inflight:<exact id>` | string: the task answering a prompt | ingest |
 //! | 1 | `aies:idem:<tenant>:<key hash>` | string: JSON of an idempotent answer | ingest |
 //! | 1 | `aies:apikey:<key hash>` | hash: an API key's tenant and name | ingest |
 //! | 1 | `aies:apikeys` | hash: key id to its record | ingest |
+//! | 1 | `aies:waits` | sorted set: waiting requests by deadline (ms) | ingest |
+//! | 1 | `aies:waits:<tenant>` | sorted set: a tenant's waiting requests | ingest |
 //! | 2 | `aies:task:<task id>` | hash: a task record | ingest, llm-invoke, store |
 //! | 2 | `aies:vector:<task id>` | string: JSON [`StashedVector`](crate::StashedVector) | ingest |
 //! | 2 | `aies:recent` | list: the last finished task ids | store |
@@ -46,6 +49,16 @@ pub const ALIAS_PREFIX: &str = "aies:alias:";
 /// `cache_max_entries` evicts by.
 pub const CACHE_LRU_KEY: &str = "aies:cache_lru";
 
+/// Prefix (DB 0) of each tenant's entries by last use in ms: what
+/// `cache_max_entries_per_tenant` evicts by, and what a full cache evicts
+/// first for the tenant that fills it.
+pub const TENANT_LRU_PREFIX: &str = "aies:cache_lru:";
+
+/// A tenant's entries by last use (DB 0).
+pub fn tenant_lru_key(tenant: &str) -> String {
+    format!("{TENANT_LRU_PREFIX}{tenant}")
+}
+
 /// Prefix (DB 1) of the coalescing markers.
 pub const INFLIGHT_PREFIX: &str = "aies:inflight:";
 /// Prefix (DB 1) of the kept answers of `Idempotency-Key` requests.
@@ -54,6 +67,15 @@ pub const IDEMPOTENCY_PREFIX: &str = "aies:idem:";
 pub const API_KEY_PREFIX: &str = "aies:apikey:";
 /// Hash (DB 1) from API key id to its record's key, for listing and revoking.
 pub const API_KEY_INDEX: &str = "aies:apikeys";
+
+/// Sorted set (DB 1) of every waiting request (long poll, event stream,
+/// chat completion) by its deadline in ms.
+pub const WAITS_KEY: &str = "aies:waits";
+
+/// Sorted set (DB 1) of one tenant's waiting requests by deadline.
+pub fn tenant_waits_key(tenant: &str) -> String {
+    format!("{WAITS_KEY}:{tenant}")
+}
 
 /// Prefix (DB 2) of task records.
 pub const TASK_PREFIX: &str = "aies:task:";

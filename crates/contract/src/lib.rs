@@ -32,7 +32,7 @@ pub use ids::{valid_scope, valid_task_id, valid_tenant, DEFAULT_TENANT};
 pub use keys::{task_key, vector_key, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL};
 pub use stages::{
     BatchAnswer, BatchResponse, CacheHit, CacheTier, CompletionNotice, EmbedRequest, EmbedResponse,
-    InsertRequest, InvokeBatch, InvokeRequest, LookupRequest, LookupResponse, Outcome,
+    FailRequest, InsertRequest, InvokeBatch, InvokeRequest, LookupRequest, LookupResponse, Outcome,
     StashedVector, StoreBatch, StoreRequest, MAX_BATCH,
 };
 pub use trace::TraceParent;

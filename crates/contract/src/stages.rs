@@ -114,6 +114,16 @@ pub struct InvokeBatch {
     pub events: Vec<InvokeRequest>,
 }
 
+/// `POST /invoke/fail` on llm-invoke: the bridge dead-lettered `event`
+/// for `error`. Its task is recorded as FAILURE, marked as dead-lettered so
+/// that a replay of the event may run it again, and its coalescing marker
+/// is released; a task of another tenant is refused (409).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub event: InvokeRequest,
+    pub error: String,
+}
+
 /// Most events one `/invoke/batch` or `/store/batch` request may carry.
 pub const MAX_BATCH: usize = 256;
 
@@ -175,6 +185,10 @@ pub struct StoreRequest {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The failure is the bridge's dead letter, not the task's own end: a
+    /// replay of the event may run the task again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_lettered: bool,
 }
 
 /// `POST http://store.spin.internal/store/batch`: outcomes of one
@@ -228,6 +242,7 @@ mod tests {
                 model: "m".into(),
             },
             traceparent: None,
+            dead_lettered: false,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["outcome"], "success");

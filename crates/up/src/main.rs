@@ -69,6 +69,12 @@ struct Args {
         default_value = "127.0.0.1:9092"
     )]
     kafka: String,
+    /// The local Redis's memory limit (its `maxmemory`, e.g. `2gb`). Redis
+    /// evicts nothing (`noeviction`): at the limit writes fail (the API
+    /// answers 503) rather than task records or API keys disappearing; the
+    /// cache keeps itself under `cache_max_entries`.
+    #[arg(long, env = "AIES_REDIS_MAXMEMORY", default_value = "2gb")]
+    redis_maxmemory: String,
     /// Start a local Redis Stack (default: when REDIS_HOST is this machine).
     #[arg(long, env = "AIES_START_REDIS")]
     start_redis: Option<bool>,
@@ -240,6 +246,8 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
                 "--port",
                 &args.redis_port.to_string(),
             ])
+            .args(["--maxmemory", &args.redis_maxmemory])
+            .args(["--maxmemory-policy", "noeviction"])
             .args(["--appendonly", "yes", "--save", "60 1", "--dir"])
             .arg(dir)
             .arg("--loadmodule")
@@ -291,7 +299,8 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
     // new each run: /invoke and /enqueue refuse every call without them.
     let token = random_hex(24)?;
     let enqueue_token = random_hex(24)?;
-    let admin = admin_token(data)?;
+    let admin = kept_secret(data, "admin-token", "AIES_ADMIN_TOKEN")?;
+    let bridge_key = kept_secret(data, "bridge-key", "AIES_BRIDGE_KEY")?;
     let mut host = Spec::new(
         "host",
         bin_dir.join("aies-host"),
@@ -344,32 +353,35 @@ fn plan(args: &Args) -> Result<Vec<Spec>> {
         .env("AIES_INVOKE_URL", format!("http://{}/invoke", args.listen))
         .env("AIES_INVOKE_TOKEN", &token)
         .env("AIES_ENQUEUE_TOKEN", &enqueue_token)
+        .env("AIES_BRIDGE_KEY", &bridge_key)
         .probe(Probe::Http(args.bridge_listen, "/health")),
     );
     Ok(specs)
 }
 
-/// The admin endpoints' token: `AIES_ADMIN_TOKEN`, or one made once and
-/// kept in `<data>/admin-token` (readable by its owner only), so that it is
-/// never printed.
-fn admin_token(data: &Path) -> Result<String> {
+/// A secret that must outlive a run: `$<env>`, or one made once and kept in
+/// `<data>/<file>` (readable by its owner only), so that it is never
+/// printed. The admin token (`admin-token`, `AIES_ADMIN_TOKEN`) and the
+/// bridge's key (`bridge-key`, `AIES_BRIDGE_KEY`: derived task ids of events
+/// still in Kafka must not change) are such secrets.
+fn kept_secret(data: &Path, file: &str, env: &str) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(token) = std::env::var("AIES_ADMIN_TOKEN") {
-        return Ok(token);
+    if let Ok(secret) = std::env::var(env) {
+        return Ok(secret);
     }
-    let path = data.join("admin-token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
+    let path = data.join(file);
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
     }
-    let token = random_hex(24)?;
+    let secret = random_hex(24)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
-    Ok(token)
+    std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+    Ok(secret)
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

@@ -28,6 +28,9 @@ pub(super) fn openai_error(e: &ApiError) -> Response {
     if let Some(allow) = e.allow {
         resp.set_header("allow", allow);
     }
+    if let Some(secs) = e.retry_after {
+        resp.set_header("retry-after", secs.to_string());
+    }
     resp
 }
 
