@@ -91,6 +91,12 @@ async fn a_producer_cannot_take_over_an_api_task_nor_claim_a_tenant() {
     assert_eq!(tenant_of(&system, &id).await.unwrap(), "acme");
     let (status, _) = system.task(&theirs.task_id, Some("acme")).await;
     assert_eq!(status, 404);
+    // Its id, percent-encoded as HTTP clients may send a `:` in a path.
+    let (status, found) = system.task(&theirs.task_id.replace(':', "%3A"), None).await;
+    assert_eq!(
+        (status, found["task_id"].as_str()),
+        (200, Some(theirs.task_id.as_str()))
+    );
     fake.set_delay(Duration::ZERO);
     let (status, body) = system.process("ATTACKER prompt", Some("acme")).await;
     assert_eq!(

@@ -51,7 +51,7 @@ async fn handle(req: Request, out: ResponseOutparam) {
     aies_guest::defer_counts();
     let path = req.path().to_string();
     if let (Method::Get, Some(id)) = (req.method(), events_task(&path)) {
-        return events::stream(&req, id, out).await;
+        return events::stream(&req, &path_id(id), out).await;
     }
     let resp = match path.as_str() {
         "/v1/chat/completions" | "/v1/embeddings" => openai::route(req).await,
@@ -65,7 +65,7 @@ async fn route(req: Request, path: &str) -> Result<Response, ApiError> {
         (Method::Post, "/process") => process::process(req).await,
         (Method::Post, "/process/batch") => process::process_batch(req).await,
         (Method::Get, p) if p.starts_with("/task/") => {
-            tasks::task(&req, &p["/task/".len()..]).await
+            tasks::task(&req, &path_id(&p["/task/".len()..])).await
         }
         (Method::Get, "/stats") => stats::stats(&req).await,
         (Method::Get, "/metrics") => metrics::metrics(),
@@ -81,6 +81,14 @@ async fn route(req: Request, path: &str) -> Result<Response, ApiError> {
     }
 }
 
+/// A task id as a path segment carries it: percent-decoded (a client may
+/// encode the `:` of `default:order-17`); one that does not decode to UTF-8
+/// stays as it came, and is refused as invalid.
+fn path_id(segment: &str) -> std::borrow::Cow<'_, str> {
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8();
+    decoded.unwrap_or(std::borrow::Cow::Borrowed(segment))
+}
+
 /// The task id of `/task/{id}/events`.
 fn events_task(path: &str) -> Option<&str> {
     path.strip_prefix("/task/")?.strip_suffix("/events")
@@ -89,6 +97,13 @@ fn events_task(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_id_is_percent_decoded() {
+        assert_eq!(path_id("default%3Aorder-17"), "default:order-17");
+        assert_eq!(path_id("plain-id"), "plain-id");
+        assert_eq!(path_id("bad%FF"), "bad%FF");
+    }
 
     #[test]
     fn events_paths_name_their_task() {
