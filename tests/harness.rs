@@ -825,7 +825,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
 }
 
-/// Waits until a Redis trigger listens on the cache-fill channel of the
+/// Waits until a Redis trigger listens on both cache-fill channels of the
 /// Redis at `port` (a notice published before that would not be seen).
 pub async fn wait_subscribed(port: u16) {
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -835,13 +835,14 @@ pub async fn wait_subscribed(port: u16) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(aies_contract::CACHE_FILL_CHANNEL)
+            .arg(aies_contract::API_CACHE_FILL_CHANNEL)
             .query_async(&mut conn)
             .await
             .unwrap();
-        if n > 0 {
+        if counts.iter().all(|(_, n)| *n > 0) {
             return;
         }
         assert!(

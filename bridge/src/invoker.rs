@@ -337,6 +337,7 @@ mod tests {
             generation: Default::default(),
             final_attempt: false,
             traceparent: None,
+            api: false,
         };
         (event, oneshot::channel().0)
     }

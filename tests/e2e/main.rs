@@ -12,6 +12,7 @@ mod edges;
 mod embeddings;
 mod failures;
 mod faults;
+mod fill_backlog;
 mod lanes;
 mod limits;
 mod openai;

@@ -105,6 +105,7 @@ pub(super) fn first_request(
         generation: event.generation,
         final_attempt: false,
         traceparent: Some(trace.header()),
+        api,
     }
 }
 
@@ -218,6 +219,7 @@ mod tests {
         );
         assert_eq!(api.prompt, "hi");
         assert!(!api.final_attempt);
+        assert!(api.api, "its cache fill goes first");
         assert_eq!(api.traceparent, Some(trace().header()));
         // The same payload from any producer: its id in the batch tenant's
         // namespace, the batch tenant.
@@ -226,6 +228,7 @@ mod tests {
             (batch.task_id.as_str(), batch.tenant.as_str()),
             ("partners:2b0c6a3e-1d2f-4c55-9a77-0e6f5b8f4a10", "partners")
         );
+        assert!(!batch.api);
         // A seal copied onto another payload does not hold.
         let seal = enqueued_seal(&trust().seal, payload.as_bytes());
         let copied = OwnedMessage::new(

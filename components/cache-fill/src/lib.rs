@@ -12,15 +12,27 @@
 //! the prompt's in-flight marker is cleared: repeats that came while the
 //! fill ran joined the finished task instead of starting another.
 //!
+//! API tasks' notices come on their own channel (`..:cache_fill:api`), so
+//! that a backlog of the batch lane's never delays them. A batch-lane fill
+//! that waited longer than `cache_fill_max_wait_secs` (30 by default) since
+//! store published it is shed: not embedded nor inserted, only counted
+//! (`cache_fills_shed`), so that under a backlog the fills catch up with
+//! the present instead of falling minutes behind; its prompt misses once
+//! more later. The wait of the last fill of each lane is kept
+//! (`cache_fill_wait_ms_api`, `.._batch`) for `/metrics` and the dashboard.
+//!
 //! Pub/sub delivers at most once: a notice published while no host is
 //! subscribed is lost. That costs one future miss (the next ask of the
 //! prompt calls the LLM again), never a result; the marker then expires on
 //! its own (15 min) and until then repeats join the finished task.
 
+use aies_contract::keys::{DB_CACHE, METRICS_KEY};
 use aies_contract::{
     valid_task_id, valid_tenant, vector_key, CompletionNotice, InsertRequest, StashedVector,
 };
-use aies_guest::{arg, count, execute, redis, release_inflight, TaskRecord, DB_TASKS};
+use aies_guest::{
+    arg, count, execute, now_ms, redis, release_inflight, var_parsed, TaskRecord, DB_TASKS,
+};
 use anyhow::{bail, Context, Result};
 use spin_sdk::redis::RedisResult;
 use spin_sdk::redis_component;
@@ -41,7 +53,16 @@ async fn on_message(message: Vec<u8>) -> Result<()> {
     let (Some(prompt), Some(result)) = (record.get("prompt"), record.get("result")) else {
         bail!("task {} has no prompt or result to cache", notice.task_id);
     };
-    let filled = fill(&notice, &prompt, &result).await;
+    let waited = notice
+        .published_ms
+        .map_or(0, |at| now_ms().saturating_sub(at));
+    note_wait(notice.api, waited);
+    let filled = if !notice.api && waited > max_wait_ms() {
+        count("cache_fills_shed");
+        Ok(())
+    } else {
+        fill(&notice, &prompt, &result).await
+    };
     // Cleared either way: a fill that failed leaves the cache as it was,
     // and the next ask of the prompt starts a task of its own.
     if let Err(e) = release_inflight(&notice.task_id, &notice.tenant, &notice.scope, &prompt) {
@@ -88,5 +109,32 @@ fn stashed_vector(task_id: &str) -> Option<StashedVector> {
     match reply.first()? {
         RedisResult::Binary(bytes) => serde_json::from_slice(bytes).ok(),
         _ => None,
+    }
+}
+
+/// How long a batch-lane fill may wait before it is shed.
+fn max_wait_ms() -> u64 {
+    var_parsed::<u64>("cache_fill_max_wait_secs")
+        .unwrap_or(30)
+        .saturating_mul(1000)
+}
+
+/// Keeps how long this lane's latest fill waited (a gauge of the metrics
+/// hash); errors only logged.
+fn note_wait(api: bool, waited_ms: u64) {
+    let field = if api {
+        "cache_fill_wait_ms_api"
+    } else {
+        "cache_fill_wait_ms_batch"
+    };
+    let set = redis(DB_CACHE).and_then(|c| {
+        execute(
+            &c,
+            "HSET",
+            &[arg(METRICS_KEY), arg(field), arg(waited_ms.to_string())],
+        )
+    });
+    if let Err(e) = set {
+        aies_guest::log!("metrics: {e:#}");
     }
 }

@@ -47,6 +47,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "Answers put into the cache by cache-fill",
     ),
     (
+        "cache_fills_shed",
+        "aies_cache_fills_shed_total",
+        "Batch-lane cache fills dropped after waiting longer than cache_fill_max_wait_secs",
+    ),
+    (
         "cache_fill_embedded",
         "aies_cache_fill_embedded_total",
         "Cache fills that had to embed the prompt (no vector kept by ingest)",
@@ -61,6 +66,13 @@ const METRICS: &[(&str, &str, &str)] = &[
         "aies_cache_errors_total",
         "Cache lookups that failed (treated as misses)",
     ),
+];
+
+/// How long each lane's latest cache fill waited after store published it
+/// (a gauge: a backlog of fills shows here first).
+const FILL_WAITS: &[(&str, &str)] = &[
+    ("cache_fill_wait_ms_api", "api"),
+    ("cache_fill_wait_ms_batch", "batch"),
 ];
 
 const STATES: &[(&str, &str)] = &[
@@ -149,6 +161,14 @@ fn render(fields: &[(String, String)]) -> String {
     for (field, state) in STATES {
         out += &format!("aies_tasks_total{{status=\"{state}\"}} {}\n", value(field));
     }
+    out += "# HELP aies_cache_fill_wait_seconds How long the latest cache fill of each lane waited\n# TYPE aies_cache_fill_wait_seconds gauge\n";
+    for (field, lane) in FILL_WAITS {
+        let ms: f64 = value(field).parse().unwrap_or(0.0);
+        out += &format!(
+            "aies_cache_fill_wait_seconds{{lane=\"{lane}\"}} {}\n",
+            ms / 1000.0
+        );
+    }
     out += "# HELP aies_cache_guard_refused_total Cache candidates above the threshold that the guard refused, by reason\n# TYPE aies_cache_guard_refused_total counter\n";
     for why in aies_cache_guard::Mismatch::ALL.map(|m| m.as_str()) {
         out += &format!(
@@ -188,6 +208,7 @@ mod tests {
             ("requests".to_string(), "7".to_string()),
             ("tasks_success".to_string(), "3".to_string()),
             ("guard_refused_numbers".to_string(), "2".to_string()),
+            ("cache_fill_wait_ms_batch".to_string(), "2500".to_string()),
         ];
         let text = render(&fields);
         assert!(text.starts_with(
@@ -198,10 +219,12 @@ mod tests {
         assert!(text.contains("\naies_tasks_total{status=\"SUCCESS\"} 3\n"));
         assert!(text.contains("\naies_tasks_total{status=\"PENDING\"} 0\n"));
         assert!(text.contains("\naies_cache_guard_refused_total{reason=\"numbers\"} 2\n"));
+        assert!(text.contains("\naies_cache_fill_wait_seconds{lane=\"batch\"} 2.5\n"));
+        assert!(text.contains("\naies_cache_fill_wait_seconds{lane=\"api\"} 0\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(
             samples,
-            METRICS.len() + STATES.len() + aies_cache_guard::Mismatch::ALL.len()
+            METRICS.len() + FILL_WAITS.len() + STATES.len() + aies_cache_guard::Mismatch::ALL.len()
         );
     }
 }

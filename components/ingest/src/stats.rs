@@ -71,6 +71,11 @@ pub async fn stats(req: &Request) -> Result<Response, ApiError> {
                 "hit_ratio": {"exact": ratio(exact), "semantic": ratio(semantic), "all": ratio(exact + semantic)},
                 "llm_calls_saved": exact + semantic + coalesced,
                 "fills": counter("cache_fills"),
+                "fills_shed": counter("cache_fills_shed"),
+                "fill_wait_ms": {
+                    "api": counter("cache_fill_wait_ms_api"),
+                    "batch": counter("cache_fill_wait_ms_batch"),
+                },
             },
             "latest": latest,
             "kafka": kafka().await,

@@ -44,6 +44,9 @@ async fn handle(req: Request) -> Response {
     let batch = match (req.method(), req.path()) {
         (Method::Post, "/invoke") => false,
         (Method::Post, "/invoke/batch" | "/invoke/fail") => true,
+        (_, "/invoke" | "/invoke/batch" | "/invoke/fail") => {
+            return aies_guest::ApiError::method_not_allowed("POST").into()
+        }
         _ => {
             return error(
                 404,
@@ -181,6 +184,7 @@ async fn invoke_all(events: Vec<InvokeRequest>) -> Result<Vec<BatchAnswer>> {
             outcome,
             traceparent: req.traceparent.clone(),
             dead_lettered: false,
+            api: req.api,
         });
     }
     if !items.is_empty() {
@@ -240,6 +244,7 @@ async fn record_dead_letter(fail: FailRequest) -> Response {
         },
         traceparent: event.traceparent,
         dead_lettered: true,
+        api: event.api,
     };
     match call::<_, TaskResult>(&stage_url("store", "/store"), &item).await {
         Ok(task) => aies_guest::json(200, &task),

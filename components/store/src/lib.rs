@@ -6,12 +6,15 @@
 //! fields in the same Lua script, and any later write for the same task (a
 //! redelivered event) gets the stored result back unchanged. Then it
 //! announces the completion on the `ai_eventstream:task_completed` channel,
-//! and answers for the semantic cache on `ai_eventstream:cache_fill`, where
-//! the cache-fill component picks them up.
+//! and answers for the semantic cache on `ai_eventstream:cache_fill:api`
+//! (API tasks) or `ai_eventstream:cache_fill` (the batch lane), where the
+//! cache-fill component picks them up: apart, so that a backlog of batch
+//! fills never delays an API answer's.
 
 use aies_contract::{
     valid_task_id, valid_tenant, BatchAnswer, CompletionNotice, Outcome, StoreBatch, StoreRequest,
-    TaskResult, TaskStatus, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL, MAX_BATCH,
+    TaskResult, TaskStatus, API_CACHE_FILL_CHANNEL, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL,
+    MAX_BATCH,
 };
 use aies_guest::{
     arg, batch_answer, count_by, error, execute, finish_tasks, parse_body, redis, release_inflight,
@@ -121,6 +124,8 @@ fn store_all(items: Vec<StoreRequest>) -> Result<Vec<BatchAnswer>> {
             scope: req.scope.clone(),
             fill_cache: req.use_cache && *status == TaskStatus::Success,
             traceparent: req.traceparent.clone(),
+            published_ms: Some(aies_guest::now_ms()),
+            api: req.api,
         });
         fresh.push(*req);
     }
@@ -148,14 +153,14 @@ fn store_all(items: Vec<StoreRequest>) -> Result<Vec<BatchAnswer>> {
     Ok(answers)
 }
 
-/// Publishes the notices in one script, those to fill the cache on the
-/// fill channel too; answers how many cache fillers received each.
+/// Publishes the notices in one script, those to fill the cache on their
+/// lane's fill channel too; answers how many cache fillers received each.
 fn publish(conn: &Connection, notices: &[CompletionNotice]) -> Result<Vec<i64>> {
     const SCRIPT: &str = r#"
 local out = {}
-for i = 3, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   redis.call('PUBLISH', ARGV[1], ARGV[i + 1])
-  out[#out + 1] = ARGV[i] == '1' and redis.call('PUBLISH', ARGV[2], ARGV[i + 1]) or 0
+  out[#out + 1] = ARGV[i] ~= '' and redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) or 0
 end
 return out"#;
     if notices.is_empty() {
@@ -165,10 +170,9 @@ return out"#;
         arg(SCRIPT),
         RedisParameter::Int64(0),
         arg(COMPLETION_CHANNEL),
-        arg(CACHE_FILL_CHANNEL),
     ];
     for n in notices {
-        args.push(arg(if n.fill_cache { "1" } else { "0" }));
+        args.push(arg(fill_channel(n)));
         args.push(arg(serde_json::to_vec(n)?));
     }
     execute(conn, "EVAL", &args)?
@@ -178,4 +182,13 @@ return out"#;
             other => bail!("PUBLISH answered {other:?}"),
         })
         .collect()
+}
+
+/// The channel a notice's cache fill goes on ("" for none).
+fn fill_channel(notice: &CompletionNotice) -> &'static str {
+    match (notice.fill_cache, notice.api) {
+        (false, _) => "",
+        (true, true) => API_CACHE_FILL_CHANNEL,
+        (true, false) => CACHE_FILL_CHANNEL,
+    }
 }

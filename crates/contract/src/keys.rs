@@ -92,8 +92,12 @@ pub const RECENT_TASKS: usize = 50;
 /// know.
 pub const COMPLETION_CHANNEL: &str = "ai_eventstream:task_completed";
 /// The notices of answers to put into the cache (`fill_cache`), which
-/// trigger the cache-fill component.
+/// trigger the cache-fill component: the batch lane's here, the API lane's
+/// on [`API_CACHE_FILL_CHANNEL`], so that a backlog of the first never
+/// delays the second (a host runs each channel's messages apart).
 pub const CACHE_FILL_CHANNEL: &str = "ai_eventstream:cache_fill";
+/// The notices of API tasks' answers to put into the cache.
+pub const API_CACHE_FILL_CHANNEL: &str = "ai_eventstream:cache_fill:api";
 
 /// Redis key of a task record (a hash) in the result backend, DB 2.
 pub fn task_key(task_id: &str) -> String {

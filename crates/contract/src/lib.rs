@@ -29,11 +29,13 @@ pub use events::{
     RawEvent, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, EVENT_VERSION, RAW_TOPIC, RESULT_TOPIC,
 };
 pub use ids::{valid_scope, valid_task_id, valid_tenant, DEFAULT_TENANT};
-pub use keys::{task_key, vector_key, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL};
+pub use keys::{
+    task_key, vector_key, API_CACHE_FILL_CHANNEL, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL,
+};
 pub use stages::{
     BatchAnswer, BatchResponse, CacheHit, CacheTier, CompletionNotice, EmbedRequest, EmbedResponse,
     FailRequest, InsertRequest, InvokeBatch, InvokeRequest, LookupRequest, LookupResponse, Outcome,
-    StashedVector, StoreBatch, StoreRequest, MAX_BATCH,
+    StashedVector, StoreBatch, StoreRequest, MAX_BATCH, MAX_EMBED_TEXTS,
 };
 pub use trace::TraceParent;
 

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Generation, TaskResult, TaskStatus};
 
+/// Texts one `POST /embed` may carry: bounds the work one call asks for.
+pub const MAX_EMBED_TEXTS: usize = 64;
+
 /// `POST http://embed.spin.internal/embed`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EmbedRequest {
@@ -105,6 +108,10 @@ pub struct InvokeRequest {
     /// The event's trace (W3C `traceparent`), the bridge's span its parent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// An API task (the event was sealed by `/enqueue`): its answer's cache
+    /// fill goes ahead of the batch lane's ([`API_CACHE_FILL_CHANNEL`](crate::API_CACHE_FILL_CHANNEL)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api: bool,
 }
 
 /// `POST /invoke/batch` on llm-invoke: events the bridge runs together
@@ -189,6 +196,9 @@ pub struct StoreRequest {
     /// replay of the event may run the task again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dead_lettered: bool,
+    /// An API task ([`InvokeRequest::api`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api: bool,
 }
 
 /// `POST http://store.spin.internal/store/batch`: outcomes of one
@@ -199,8 +209,9 @@ pub struct StoreBatch {
 }
 
 /// Published by store on [`COMPLETION_CHANNEL`](crate::COMPLETION_CHANNEL)
-/// once a task is final, and on
-/// [`CACHE_FILL_CHANNEL`](crate::CACHE_FILL_CHANNEL) too when `fill_cache`.
+/// once a task is final, and, when `fill_cache`, on
+/// [`API_CACHE_FILL_CHANNEL`](crate::API_CACHE_FILL_CHANNEL) (an API task)
+/// or [`CACHE_FILL_CHANNEL`](crate::CACHE_FILL_CHANNEL) too.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompletionNotice {
     pub task_id: String,
@@ -215,6 +226,13 @@ pub struct CompletionNotice {
     pub fill_cache: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When store published it (Unix ms): cache-fill sheds a batch-lane
+    /// fill that waited too long (`cache_fill_max_wait_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_ms: Option<u64>,
+    /// An API task ([`InvokeRequest::api`]): its fill is never shed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api: bool,
 }
 
 /// The value at [`vector_key`](crate::vector_key).
@@ -243,6 +261,7 @@ mod tests {
             },
             traceparent: None,
             dead_lettered: false,
+            api: false,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["outcome"], "success");

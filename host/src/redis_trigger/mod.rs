@@ -4,12 +4,14 @@
 //!
 //! Unlike Spin (which handles one message at a time and stops when the
 //! connection drops), messages run concurrently up to
-//! [`MAX_CONCURRENT_MESSAGES`] per server, and a lost connection is retried
+//! [`MAX_CONCURRENT_MESSAGES`] per channel, and a lost connection is retried
 //! with backoff, logged when lost and when back. Messages are read off the
 //! connection as they come (so Redis never drops a slow subscriber) into a
-//! queue of [`MAX_QUEUED_MESSAGES`]; beyond that they are dropped and
-//! logged. These runs are background work: an embedding they ask for waits
-//! while one for a request waits (`llm::Priority`).
+//! queue of [`MAX_QUEUED_MESSAGES`] per channel; beyond that they are
+//! dropped and logged. Each channel has its queue and workers, so a backlog
+//! on one (the batch lane's cache fills) never delays another (the API
+//! lane's). These runs are background work: an embedding they ask for
+//! waits while one for a request waits (`llm::Priority`).
 //! Pub/sub delivers at most once: a message published while the host is
 //! not subscribed is never seen.
 
@@ -23,10 +25,10 @@ use tokio::sync::mpsc;
 #[cfg(test)]
 mod tests;
 
-/// Messages handled at once per server (their embeddings yield to those of
+/// Messages handled at once per channel (their embeddings yield to those of
 /// requests: `llm::Priority`).
 const MAX_CONCURRENT_MESSAGES: usize = 16;
-/// Messages waiting per server; more are dropped (and logged).
+/// Messages waiting per channel; more are dropped (and logged).
 const MAX_QUEUED_MESSAGES: usize = 100_000;
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
@@ -88,20 +90,32 @@ fn shown(address: &str) -> String {
 /// One message for one component.
 type Job = (usize, String, Vec<u8>);
 
+/// A channel's components and the queue its messages wait in.
+struct Channel {
+    components: Vec<usize>,
+    queue: mpsc::Sender<Job>,
+}
+
 async fn subscribe(
     handler: Arc<dyn MessageHandler>,
     address: String,
     channels: BTreeMap<String, Vec<usize>>,
 ) {
-    let (queue, jobs) = mpsc::channel::<Job>(MAX_QUEUED_MESSAGES);
-    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-    for _ in 0..MAX_CONCURRENT_MESSAGES {
-        tokio::spawn(work(handler.clone(), jobs.clone()));
-    }
+    let channels: BTreeMap<String, Channel> = channels
+        .into_iter()
+        .map(|(name, components)| {
+            let (queue, jobs) = mpsc::channel::<Job>(MAX_QUEUED_MESSAGES);
+            let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+            for _ in 0..MAX_CONCURRENT_MESSAGES {
+                tokio::spawn(work(handler.clone(), jobs.clone()));
+            }
+            (name, Channel { components, queue })
+        })
+        .collect();
     let mut wait = Duration::from_millis(100);
     let mut lost = false;
     loop {
-        match listen(&address, &channels, &queue, &mut lost).await {
+        match listen(&address, &channels, &mut lost).await {
             Ok(()) => {
                 wait = Duration::from_millis(100);
                 tracing::warn!(address = %shown(&address), "Redis trigger lost its connection; reconnecting");
@@ -135,8 +149,7 @@ async fn work(
 /// ends.
 async fn listen(
     address: &str,
-    channels: &BTreeMap<String, Vec<usize>>,
-    queue: &mpsc::Sender<Job>,
+    channels: &BTreeMap<String, Channel>,
     lost: &mut bool,
 ) -> redis::RedisResult<()> {
     let client = redis::Client::open(address)?;
@@ -154,7 +167,7 @@ async fn listen(
     let mut dropped = 0u64;
     while let Some(msg) = messages.next().await {
         let channel = msg.get_channel_name();
-        let Some(components) = channels.get(channel) else {
+        let Some(Channel { components, queue }) = channels.get(channel) else {
             continue;
         };
         for &component in components {

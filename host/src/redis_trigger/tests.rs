@@ -5,7 +5,8 @@ use super::*;
 use crate::test_support::FakeRedis;
 use std::sync::Mutex;
 
-/// Records `(component, payload)`; fails the payload `fail`.
+/// Records `(component, payload)`; fails the payload `fail`, and never
+/// finishes the payload `hang`.
 #[derive(Default)]
 struct Recorder {
     seen: Mutex<Vec<(usize, Vec<u8>)>>,
@@ -20,10 +21,14 @@ impl MessageHandler for Recorder {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let fail = payload == b"fail";
+            let payload_hangs = payload == b"hang";
             self.seen.lock().unwrap().push((component, payload));
             self.changed.notify_waiters();
             if fail {
                 anyhow::bail!("asked to fail");
+            }
+            if payload_hangs {
+                std::future::pending::<()>().await;
             }
             Ok(())
         })
@@ -134,5 +139,29 @@ async fn a_failed_message_or_a_lost_connection_does_not_stop_the_trigger() {
         seen.contains(&(0, b"after a reconnect".to_vec())),
         "{seen:?}"
     );
+    trigger.abort();
+}
+
+#[tokio::test]
+async fn a_backlog_on_one_channel_does_not_delay_another() {
+    let redis = FakeRedis::start().await;
+    let handler = Arc::new(Recorder::default());
+    let subscriptions = vec![
+        subscription(&redis.url(), "batch-fills", 0),
+        subscription(&redis.url(), "api-fills", 1),
+    ];
+    let trigger = tokio::spawn(run(handler.clone(), subscriptions));
+    redis.subscribed("batch-fills", 1).await;
+    redis.subscribed("api-fills", 1).await;
+    // Every worker of the first channel busy, and more waiting behind them.
+    let stuck = MAX_CONCURRENT_MESSAGES + 10;
+    for _ in 0..stuck {
+        redis.publish("batch-fills", b"hang");
+    }
+    handler.wait_for(MAX_CONCURRENT_MESSAGES).await;
+    redis.publish("api-fills", b"first");
+    let seen = handler.wait_for(MAX_CONCURRENT_MESSAGES + 1).await;
+    assert!(seen.contains(&(1, b"first".to_vec())), "{seen:?}");
+    assert_eq!(seen.len(), MAX_CONCURRENT_MESSAGES + 1, "the backlog waits");
     trigger.abort();
 }

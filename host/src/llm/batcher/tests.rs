@@ -77,6 +77,7 @@ impl EmbeddingEngine for Recorder {
 
 #[tokio::test]
 async fn a_request_goes_before_waiting_background_work_and_alone() {
+    // Background batches stay small: a request waits for one at most.
     let engine = Arc::new(Recorder(Mutex::default()));
     let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
     let call = |text: &str, priority| {
@@ -86,7 +87,7 @@ async fn a_request_goes_before_waiting_background_work_and_alone() {
     // Keeps the thread busy while the others queue up.
     let first = call("first", Priority::Background);
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    let fills: Vec<_> = (0..3)
+    let fills: Vec<_> = (0..BACKGROUND_BATCH_TEXTS + 2)
         .map(|i| call(&format!("fill {i}"), Priority::Background))
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -97,12 +98,14 @@ async fn a_request_goes_before_waiting_background_work_and_alone() {
     }
     first.await.unwrap().unwrap();
     let batches = engine.0.lock().unwrap().clone();
+    let fills = |range: std::ops::Range<usize>| range.map(|i| format!("fill {i}")).collect();
     assert_eq!(
         batches,
         vec![
             vec!["first".to_string()],
             vec!["request".to_string()],
-            vec!["fill 0".into(), "fill 1".into(), "fill 2".into()],
+            fills(0..BACKGROUND_BATCH_TEXTS),
+            fills(BACKGROUND_BATCH_TEXTS..BACKGROUND_BATCH_TEXTS + 2),
         ]
     );
 }
