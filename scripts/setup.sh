@@ -49,7 +49,7 @@ else
   echo "cached"
 fi
 
-step "python test clients: openai, playwright ($AIES_TEST_VENV)"
+step "python test clients: openai, playwright, schemathesis ($AIES_TEST_VENV)"
 if [ ! -x "$AIES_TEST_VENV/bin/python" ] || [ ! -f "$AIES_TEST_VENV/.complete" ]; then
   rm -rf "$AIES_TEST_VENV"
   python3 -m venv "$AIES_TEST_VENV"

@@ -13,6 +13,7 @@ mod embeddings;
 mod failures;
 mod faults;
 mod fill_backlog;
+mod fuzz;
 mod lanes;
 mod limits;
 mod openai;

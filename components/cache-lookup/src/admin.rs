@@ -36,6 +36,10 @@ pub fn handle(req: &Request) -> Result<Response, ApiError> {
             delete(&body.selection().map_err(bad)?)
         }
         (Method::Post, "/admin/cache/flush") => delete(&Selection::everything()),
+        (_, "/admin/cache/stats") => return Err(ApiError::method_not_allowed("GET")),
+        (_, "/admin/cache/invalidate" | "/admin/cache/flush") => {
+            return Err(ApiError::method_not_allowed("POST"))
+        }
         _ => return Err(ApiError::not_found(
             "admin: GET /admin/cache/stats, POST /admin/cache/invalidate, POST /admin/cache/flush",
         )),

@@ -7,7 +7,7 @@ use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
 
 /// Texts per request, and characters per text: bounds the work one call can ask for.
-const MAX_TEXTS: usize = 64;
+const MAX_TEXTS: usize = aies_contract::MAX_EMBED_TEXTS;
 const MAX_CHARS: usize = aies_contract::MAX_PROMPT_CHARS;
 
 #[http_component]

@@ -3,6 +3,7 @@
 
 use crate::{var, ApiError};
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use spin_sdk::http::{Request, Response};
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Response {
@@ -20,7 +21,32 @@ pub fn error(status: u16, message: impl Into<String>) -> Response {
 
 /// Parses a JSON request body; `Err` is a 400 with serde's explanation.
 pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
-    serde_json::from_slice(req.body()).map_err(|e| ApiError::invalid_json(&e))
+    from_json(req.body())
+}
+
+/// Parses JSON into `T`, reading a number written with a zero fraction
+/// (`256.0`) as the integer it is, as JSON Schema does (`"type":
+/// "integer"` allows it; serde alone refuses it for an integer field).
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_json(&e))?;
+    whole_numbers(&mut value);
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_json(&e))
+}
+
+/// Rewrites every float with no fraction within `i64` as that integer.
+pub fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| !n.is_i64() && !n.is_u64()) {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    *n = (f as i64).into();
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 /// Whether the request carries `Authorization: Bearer <token>`, compared
@@ -96,6 +122,29 @@ mod tests {
             req.header("authorization", v);
         }
         req.build()
+    }
+
+    #[test]
+    fn whole_numbers_with_a_fraction_of_zero_are_integers() {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            max_tokens: u32,
+            temperature: f32,
+            items: Vec<u8>,
+        }
+        let body: Body =
+            from_json(br#"{"max_tokens": 9441.0, "temperature": 1.0, "items": [2.0, 3]}"#).unwrap();
+        assert_eq!(
+            (body.max_tokens, body.temperature, body.items),
+            (9441, 1.0, vec![2, 3])
+        );
+        // A real fraction, or a negative count, is still refused.
+        assert!(
+            from_json::<Body>(br#"{"max_tokens": 1.5, "temperature": 1, "items": []}"#).is_err()
+        );
+        assert!(
+            from_json::<Body>(br#"{"max_tokens": -1.0, "temperature": 1, "items": []}"#).is_err()
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub use config::{var, var_parsed};
 pub use db::{arg, execute, hgetall, redis, text};
 pub use error::ApiError;
 pub use hash::{exact_id, hex, scope_id};
-pub use http::{admin_only, batch_answer, bearer_is, error, json, parse_body};
+pub use http::{
+    admin_only, batch_answer, bearer_is, error, from_json, json, parse_body, whole_numbers,
+};
 pub use inflight::{inflight_key, release_inflight};
 pub use metrics::{count, count_by, defer_counts, flush_counts};
 pub use provider::{llm_model_id, llm_provider, post_json, Answer, OFFLINE_MODEL};

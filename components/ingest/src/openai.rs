@@ -22,7 +22,7 @@
 
 use crate::process::{answer, Answered};
 use crate::{keys, request::validate, tasks::wait_for};
-use aies_contract::{EmbedRequest, EmbedResponse};
+use aies_contract::{EmbedRequest, EmbedResponse, MAX_EMBED_TEXTS};
 use aies_guest::{call, json, now_secs, stage_url, ApiError, StageError};
 use serde_json::{json as j, Value};
 use spin_sdk::http::{Method, Request, Response};
@@ -50,7 +50,7 @@ fn body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if req.body().len() > MAX_BODY_BYTES {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    serde_json::from_slice(req.body()).map_err(|e| ApiError::invalid_json(&e))
+    aies_guest::from_json(req.body())
 }
 
 /// `POST /v1/chat/completions`.
@@ -142,22 +142,41 @@ async fn wait(task_id: &str, tenant: &str) -> Result<(String, Option<String>), A
     task_answer(task_id, task.result, task.error).map(|result| (result, task.model))
 }
 
+/// The texts' vectors from the `embed` stage, in calls of at most
+/// [`MAX_EMBED_TEXTS`] texts.
+async fn embed_all(texts: Vec<String>) -> Result<EmbedResponse, ApiError> {
+    let url = stage_url("embed", "/embed");
+    let mut all = EmbedResponse {
+        model: String::new(),
+        vectors: Vec::with_capacity(texts.len()),
+        tokens: None,
+    };
+    for chunk in texts.chunks(MAX_EMBED_TEXTS) {
+        let texts = chunk.to_vec();
+        let part: EmbedResponse = call(&url, &EmbedRequest { texts }).await.map_err(|e| {
+            let status = match e.downcast_ref::<StageError>() {
+                Some(s) if (400..500).contains(&s.status) => 400,
+                _ => 502,
+            };
+            ApiError::new(status, format!("{e:#}"))
+        })?;
+        all.model = part.model;
+        all.vectors.extend(part.vectors);
+        all.tokens = match (all.tokens, part.tokens) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, b) if all.vectors.len() <= MAX_EMBED_TEXTS => b,
+            _ => None,
+        };
+    }
+    Ok(all)
+}
+
 /// `POST /v1/embeddings`: the app's embedding model (`embed` stage).
 async fn embeddings(req: Request) -> Result<Response, ApiError> {
     keys::tenant(&req)?;
     let request: EmbeddingsRequest = body(&req)?;
     let (texts, base64) = inputs(request.input, request.encoding_format.as_deref())?;
-    let url = stage_url("embed", "/embed");
-    let embedded: EmbedResponse = match call(&url, &EmbedRequest { texts }).await {
-        Ok(e) => e,
-        Err(e) => {
-            let status = match e.downcast_ref::<StageError>() {
-                Some(s) if (400..500).contains(&s.status) => 400,
-                _ => 502,
-            };
-            return Err(ApiError::new(status, format!("{e:#}")));
-        }
-    };
+    let embedded = embed_all(texts).await?;
     if let Some(d) = request
         .dimensions
         .filter(|d| embedded.vectors.first().is_some_and(|v| v.len() != *d))

@@ -17,7 +17,8 @@ pub fn object_body(body: &[u8], limit: usize) -> Result<Value, ApiError> {
     if body.len() > limit {
         return Err(ApiError::too_large(limit));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
+    aies_guest::whole_numbers(&mut value);
     // serde would also read a struct from an array; only an object is valid.
     if !value.is_object() {
         return Err(ApiError::bad_request(

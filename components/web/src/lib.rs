@@ -1,7 +1,9 @@
 //! web: the pages the app serves itself, with no CDN and no outbound host.
 //!
 //! - `GET /openapi.json`: the API's OpenAPI 3.1 document (`openapi.json`,
-//!   checked against real answers by `tests/e2e/openapi.rs`).
+//!   checked against real answers by `tests/e2e/openapi.rs` and fuzzed by
+//!   `tests/e2e/fuzz.rs`), with this deployment's embedding dimension (the
+//!   `vector_dimension` variable) as the one `dimensions` it accepts.
 //! - `GET /docs`: Swagger UI on that document; its files come from the
 //!   vendored Swagger UI release (see build.rs) and are built in.
 //! - `GET /dashboard`: a live page of ingest's `GET /stats` (tasks, timings,
@@ -30,7 +32,7 @@ fn handle(req: Request) -> Response {
     }
     let path = req.path().trim_end_matches('/');
     match path {
-        "/openapi.json" | "/docs/openapi.json" => file("application/json", OPENAPI.as_bytes()),
+        "/openapi.json" | "/docs/openapi.json" => file("application/json", &openapi()),
         "/docs" => file("text/html; charset=utf-8", DOCS_PAGE.as_bytes()),
         "/dashboard" => file("text/html; charset=utf-8", DASHBOARD_PAGE.as_bytes()),
         "/docs/swagger-ui-bundle.js" => file(
@@ -41,6 +43,19 @@ fn handle(req: Request) -> Response {
         "/docs/favicon.png" => file("image/png", asset!("favicon-32x32.png")),
         _ => plain(404, "no such page: see /docs"),
     }
+}
+
+/// The document, its `dimensions` set to the deployment's.
+fn openapi() -> Vec<u8> {
+    let dimension = spin_sdk::variables::get("vector_dimension")
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok());
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    let pointer = "/components/schemas/EmbeddingsRequest/properties/dimensions/enum/0";
+    if let (Some(d), Some(slot)) = (dimension, doc.pointer_mut(pointer)) {
+        *slot = d.into();
+    }
+    serde_json::to_vec(&doc).unwrap_or_else(|_| OPENAPI.as_bytes().to_vec())
 }
 
 fn file(content_type: &str, body: &[u8]) -> Response {

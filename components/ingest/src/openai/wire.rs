@@ -2,7 +2,7 @@
 //! clients send them, what they become here, and errors as those clients
 //! read them.
 
-use aies_contract::{ProcessRequest, MAX_PROMPT_CHARS};
+use aies_contract::{ProcessRequest, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT};
 use aies_guest::{json, ApiError};
 use serde::Deserialize;
 use serde_json::{json as j, Value};
@@ -38,6 +38,7 @@ pub(super) fn openai_error(e: &ApiError) -> Response {
 pub(super) struct ChatRequest {
     #[serde(default)]
     pub model: String,
+    #[serde(deserialize_with = "objects")]
     messages: Vec<Message>,
     #[serde(default)]
     pub stream: bool,
@@ -60,7 +61,20 @@ struct Message {
 #[serde(untagged)]
 enum Content {
     Text(String),
-    Parts(Vec<Part>),
+    Parts(#[serde(deserialize_with = "objects")] Vec<Part>),
+}
+
+/// A list of objects: serde would also read a struct from an array, which
+/// OpenAI's wire format never sends.
+fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Vec::<serde_json::Map<String, Value>>::deserialize(d)?
+        .into_iter()
+        .map(|m| serde_json::from_value(Value::Object(m)).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -93,13 +107,26 @@ impl ChatRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err("only n = 1 is supported".into());
         }
+        for n in [self.max_tokens, self.max_completion_tokens]
+            .into_iter()
+            .flatten()
+        {
+            if !(1..=MAX_TOKENS_LIMIT).contains(&n) {
+                return Err(format!(
+                    "`max_tokens` and `max_completion_tokens` must be between 1 and {MAX_TOKENS_LIMIT}, got {n}"
+                ));
+            }
+        }
         if self.tools.is_some() || self.functions.is_some() {
             return Err("tools and functions are not supported".into());
         }
         let mut system = Vec::new();
         let mut turns = Vec::new();
-        for m in &self.messages {
+        for (i, m) in self.messages.iter().enumerate() {
             let text = m.content.text()?;
+            if text.trim().is_empty() {
+                return Err(format!("messages[{i}] ({}) has no text", m.role));
+            }
             match m.role.as_str() {
                 "system" | "developer" => system.push(text),
                 "user" => turns.push(("User", text)),
@@ -108,7 +135,7 @@ impl ChatRequest {
             }
         }
         let prompt = match turns.as_slice() {
-            [] => return Err("`messages` needs at least one user message".into()),
+            [] => return Err("`messages` needs at least one user or assistant message".into()),
             [("User", only)] => only.clone(),
             _ => turns
                 .iter()
@@ -209,6 +236,16 @@ pub(super) fn encode_base64(vector: &[f32]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn messages_and_parts_are_objects() {
+        let parse = |chat: Value| serde_json::from_value::<ChatRequest>(chat).is_ok();
+        assert!(parse(j!({"messages": [{"role": "user", "content": "hi"}]})));
+        assert!(!parse(j!({"messages": [["user", "hi"]]})));
+        assert!(!parse(
+            j!({"messages": [{"role": "user", "content": [["text", "hi"]]}]})
+        ));
+    }
+
     fn process(chat: Value) -> Result<ProcessRequest, String> {
         serde_json::from_value::<ChatRequest>(chat)
             .unwrap()
@@ -255,6 +292,11 @@ mod tests {
             refused(j!({"messages": hi, "n": 2})),
             "only n = 1 is supported"
         );
+        // Both limits are checked, not only the one that is used.
+        assert!(
+            refused(j!({"messages": hi, "max_tokens": 0, "max_completion_tokens": 5}))
+                .starts_with("`max_tokens` and `max_completion_tokens` must be between 1 and")
+        );
         assert_eq!(
             refused(j!({"messages": hi, "tools": []})),
             "tools and functions are not supported"
@@ -265,7 +307,20 @@ mod tests {
         );
         assert_eq!(
             refused(j!({"messages": [{"role": "system", "content": "x"}]})),
-            "`messages` needs at least one user message"
+            "`messages` needs at least one user or assistant message"
+        );
+        // Each message, not only the whole conversation, needs text.
+        assert_eq!(
+            refused(
+                j!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]})
+            ),
+            "messages[1] (assistant) has no text"
+        );
+        assert_eq!(
+            refused(
+                j!({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]})
+            ),
+            "messages[0] (user) has no text"
         );
         assert_eq!(
             refused(j!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})),
