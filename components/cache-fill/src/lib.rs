@@ -14,7 +14,7 @@
 //!
 //! API tasks' notices come on their own channel (`..:cache_fill:api`), so
 //! that a backlog of the batch lane's never delays them. A batch-lane fill
-//! that waited longer than `cache_fill_max_wait_secs` (30 by default) since
+//! that waited longer than `cache_fill_max_wait_secs` (60 by default) since
 //! store published it is shed: not embedded nor inserted, only counted
 //! (`cache_fills_shed`), so that under a backlog the fills catch up with
 //! the present instead of falling minutes behind; its prompt misses once
@@ -115,7 +115,7 @@ fn stashed_vector(task_id: &str) -> Option<StashedVector> {
 /// How long a batch-lane fill may wait before it is shed.
 fn max_wait_ms() -> u64 {
     var_parsed::<u64>("cache_fill_max_wait_secs")
-        .unwrap_or(30)
+        .unwrap_or(60)
         .saturating_mul(1000)
 }
 
