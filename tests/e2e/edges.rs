@@ -209,16 +209,20 @@ async fn stalled_connections_are_closed() {
         }
         let (status, _) = system.get_json("/health").await;
         assert_eq!(status, 200, "answered while {head} connections stall");
+        // The bridge's server answers (its /health says 503 only when the
+        // broker, shared with the tests running beside this one, is slow
+        // to answer a metadata request: not this test's concern).
         let bridge = system
             .client
             .get(format!("http://{}/health", system.bridge_http))
             .send()
             .await
-            .unwrap();
-        assert_eq!(
-            bridge.status(),
-            200,
-            "the bridge answered while {head} connections stall"
+            .expect("the bridge answers while connections stall");
+        let status = bridge.status().as_u16();
+        let body: serde_json::Value = bridge.json().await.unwrap();
+        assert!(
+            status == 200 || (status == 503 && body["broker"] == "down"),
+            "the bridge answered {status} {body} while {head} connections stall"
         );
         for (i, conn) in stalled.into_iter().enumerate() {
             assert_closed(conn, &format!("{head} connection {i}")).await;
