@@ -478,6 +478,19 @@ async fn batch_flow(kafka: f64) -> Result<()> {
             "batch flow: 1,000 prompts, cache filled",
         );
     }
+    if let Some((mut busy, mut idle)) = batch.lookups {
+        let (b50, b99) = (percentile(&mut busy, 0.5), percentile(&mut busy, 0.99));
+        let (i50, i99) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.99));
+        println!(
+            "{:<38} p50 {:.1} / p99 {:.1} ms  (idle, after the fills: p50 {:.1} / p99 {:.1} ms; {:.2}x)",
+            "unseen prompt during the fill backlog",
+            ms(b50),
+            ms(b99),
+            ms(i50),
+            ms(i99),
+            ms(b50) / ms(i50)
+        );
+    }
     Ok(())
 }
 
@@ -558,6 +571,9 @@ struct Run {
     /// With the cache on: events per second until every answer was in the
     /// cache.
     filled_rate: Option<f64>,
+    /// With the cache on: unseen prompts' lookups during the fills'
+    /// backlog, and after it.
+    lookups: Option<(Vec<Duration>, Vec<Duration>)>,
 }
 
 async fn pipeline(
@@ -600,7 +616,11 @@ async fn pipeline(
     let batch = metric(&bridge, "aies_bridge_invoke_batch_events_sum")
         / metric(&bridge, "aies_bridge_invoke_batch_events_count");
     let mut filled_rate = None;
+    let mut lookups = None;
     if use_cache {
+        // Requests' lookups of unseen prompts (an embedding each) while
+        // the fills' backlog runs, then once it is done.
+        let busy = probes(&system, "busy", 30).await;
         // Every fill done, or shed (one that waited past
         // cache_fill_max_wait_secs): the rate counts those filled.
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -618,6 +638,7 @@ async fn pipeline(
             println!("  ({shed:.0} of {events} cache fills shed)");
         }
         filled_rate = Some(filled / started.elapsed().as_secs_f64());
+        lookups = Some((busy, probes(&system, "idle", 30).await));
     }
     let mut last: std::collections::HashMap<String, usize> = Default::default();
     let mut violations = 0;
@@ -638,7 +659,21 @@ async fn pipeline(
         batch,
         violations,
         filled_rate,
+        lookups,
     })
+}
+
+/// `n` lookups of prompts never asked before, one after another: each
+/// embeds its prompt at a request's priority (and misses).
+async fn probes(system: &System, phase: &str, n: usize) -> Vec<Duration> {
+    let mut took = Vec::with_capacity(n);
+    for i in 0..n {
+        let prompt = format!("Probe {phase} {i}: why do glaciers move {i} metres a year?");
+        let started = Instant::now();
+        system.process(&prompt, Some("bench-probes")).await;
+        took.push(started.elapsed());
+    }
+    took
 }
 
 /// `AIES_BENCH_TRACE`: every 100 ms of a pipeline row, the batch lane's

@@ -77,7 +77,6 @@ impl EmbeddingEngine for Recorder {
 
 #[tokio::test]
 async fn a_request_goes_before_waiting_background_work_and_alone() {
-    // Background batches stay small: a request waits for one at most.
     let engine = Arc::new(Recorder(Mutex::default()));
     let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
     let call = |text: &str, priority| {
@@ -87,7 +86,7 @@ async fn a_request_goes_before_waiting_background_work_and_alone() {
     // Keeps the thread busy while the others queue up.
     let first = call("first", Priority::Background);
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    let fills: Vec<_> = (0..BACKGROUND_BATCH_TEXTS + 2)
+    let fills: Vec<_> = (0..3)
         .map(|i| call(&format!("fill {i}"), Priority::Background))
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -97,17 +96,41 @@ async fn a_request_goes_before_waiting_background_work_and_alone() {
         f.await.unwrap().unwrap();
     }
     first.await.unwrap().unwrap();
+    // After a request, fills run one text at a time: the next request
+    // waits for one text at most.
     let batches = engine.0.lock().unwrap().clone();
-    let fills = |range: std::ops::Range<usize>| range.map(|i| format!("fill {i}")).collect();
+    let one = |t: &str| vec![t.to_string()];
     assert_eq!(
         batches,
         vec![
-            vec!["first".to_string()],
-            vec!["request".to_string()],
-            fills(0..BACKGROUND_BATCH_TEXTS),
-            fills(BACKGROUND_BATCH_TEXTS..BACKGROUND_BATCH_TEXTS + 2),
+            one("first"),
+            one("request"),
+            one("fill 0"),
+            one("fill 1"),
+            one("fill 2")
         ]
     );
+}
+
+#[tokio::test]
+async fn background_calls_share_small_batches_while_no_request_comes() {
+    let engine = Arc::new(Recorder(Mutex::default()));
+    let batcher = Arc::new(Batcher::start(engine.clone(), MEMO_TEXTS));
+    let call = |text: String| {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.embed(vec![text], Priority::Background).await })
+    };
+    let first = call("first".into());
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let fills: Vec<_> = (0..BACKGROUND_BATCH_TEXTS + 2)
+        .map(|i| call(format!("fill {i}")))
+        .collect();
+    for f in fills {
+        f.await.unwrap().unwrap();
+    }
+    first.await.unwrap().unwrap();
+    let sizes: Vec<usize> = engine.0.lock().unwrap().iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![1, BACKGROUND_BATCH_TEXTS, 2]);
 }
 
 #[tokio::test]
