@@ -404,6 +404,44 @@ async fn real_answers_match_the_openapi_document() {
             assert_eq!(status, 200);
         }
     }
+    // More inputs than one call of the embed stage takes (64): all
+    // answered, in order, each the vector its text gets alone.
+    let texts: Vec<String> = (0..150).map(|i| format!("text number {i}")).collect();
+    let (status, many) = call(
+        s,
+        &system,
+        "POST",
+        "/v1/embeddings",
+        "/v1/embeddings",
+        Some(json!({"input": texts, "dimensions": 384})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{many}");
+    let data = many["data"].as_array().unwrap();
+    assert_eq!(data.len(), 150);
+    assert!(data.iter().enumerate().all(|(i, d)| d["index"] == i));
+    let (_, last) = call(
+        s,
+        &system,
+        "POST",
+        "/v1/embeddings",
+        "/v1/embeddings",
+        Some(json!({"input": "text number 149"})),
+        &[],
+    )
+    .await;
+    let close = |a: &Value, b: &Value| {
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-4)
+    };
+    assert!(close(
+        &data[149]["embedding"],
+        &last["data"][0]["embedding"]
+    ));
     let (status, _) = call(
         s,
         &system,

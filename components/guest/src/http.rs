@@ -28,7 +28,14 @@ pub fn parse_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// (`256.0`) as the integer it is, as JSON Schema does (`"type":
 /// "integer"` allows it; serde alone refuses it for an integer field).
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_json(&e))?;
+    // Straight into `T` first: the bridge's batches take this path on every
+    // event, and only a body serde refuses is read again.
+    let first = match serde_json::from_slice(bytes) {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    let mut value: Value =
+        serde_json::from_slice(bytes).map_err(|_| ApiError::invalid_json(&first))?;
     whole_numbers(&mut value);
     serde_json::from_value(value).map_err(|e| ApiError::invalid_json(&e))
 }

@@ -32,7 +32,11 @@ pub fn object_body(body: &[u8], limit: usize) -> Result<Value, ApiError> {
 /// [`MAX_BATCH_PROMPTS`] items (each checked on its own later).
 pub fn batch_items(mut body: Value) -> Result<Vec<Value>, ApiError> {
     match body.get_mut("requests").map(Value::take) {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH_PROMPTS => {
+        Some(Value::Array(items))
+            if !items.is_empty()
+                && items.len() <= MAX_BATCH_PROMPTS
+                && items.iter().all(Value::is_object) =>
+        {
             Ok(items)
         }
         _ => Err(ApiError::bad_request(format!(
@@ -142,10 +146,13 @@ mod tests {
 
     #[test]
     fn a_batch_holds_1_to_100_requests() {
-        let items = batch_items(json!({"requests": [{"prompt": "a"}, 5]})).unwrap();
+        // Each object is checked on its own later (its own 400 in the
+        // answer); an item that is not an object refuses the batch.
+        let items = batch_items(json!({"requests": [{"prompt": "a"}, {"prompt": ""}]})).unwrap();
         assert_eq!(items.len(), 2);
         let message = "`requests` must be an array of 1 to 100 objects";
         for bad in [
+            json!({"requests": [{"prompt": "a"}, 5]}),
             json!({"requests": []}),
             json!({"requests": {"prompt": "a"}}),
             json!({}),
