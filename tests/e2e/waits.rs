@@ -56,8 +56,11 @@ async fn waiting_requests_have_places_of_their_own() {
     let system = System::start(options).await;
     let cached = "What is the speed of light?";
     system.complete(cached).await;
-    // From here on tasks stay running: waits on them last.
-    fake.set_delay(Duration::from_secs(30));
+    // From here on tasks stay running for the whole test: the LLM answers
+    // after the host's 60 s outbound timeout, and event streams last 60 s.
+    // (With 30 s, a loaded CI machine saw the tasks end, and their streams
+    // with them, before the last places were taken.)
+    fake.set_delay(Duration::from_secs(90));
     let mut tasks = Vec::new();
     for tenant in ["acme", "globex"] {
         let (status, body) = system
