@@ -26,7 +26,7 @@ mod model;
 mod tests;
 
 pub use batcher::{Batcher, Priority, MEMO_TEXTS};
-pub use model::{EmbeddingEngine, Embeddings, SentenceBert};
+pub use model::{EmbeddingEngine, Embeddings, SentenceBert, TokenVectors};
 
 pub const MINILM: &str = "all-minilm-l6-v2";
 pub const E5_SMALL: &str = "multilingual-e5-small";

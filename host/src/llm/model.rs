@@ -72,8 +72,17 @@ impl SentenceBert {
     }
 }
 
-impl EmbeddingEngine for SentenceBert {
-    fn embed(&self, texts: &[String]) -> Result<Embeddings> {
+/// One text's contextual token vectors (the model's last layer, each of
+/// unit length), special tokens and a leading prefix left out: what the
+/// cache's judge aligns.
+pub struct TokenVectors {
+    pub vectors: Vec<Vec<f32>>,
+}
+
+impl SentenceBert {
+    /// Runs the model once over `texts`: the encodings, the last layer and
+    /// the attention mask.
+    fn forward(&self, texts: &[String]) -> Result<(Vec<tokenizers::Encoding>, Tensor, Tensor)> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -89,6 +98,43 @@ impl EmbeddingEngine for SentenceBert {
         let type_ids = rows(&|e| e.get_type_ids().to_vec())?;
         let mask = rows(&|e| e.get_attention_mask().to_vec())?;
         let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?; // [n, len, dim]
+        Ok((encodings, hidden, mask))
+    }
+
+    /// The token vectors of each text, leaving out its first `prefix`
+    /// bytes (e5's "query: ").
+    pub fn token_vectors(&self, texts: &[String], prefix: usize) -> Result<Vec<TokenVectors>> {
+        let (encodings, hidden, _) = self.forward(texts)?;
+        let hidden = hidden.to_vec3::<f32>()?;
+        Ok(encodings
+            .iter()
+            .zip(hidden)
+            .map(|(e, rows)| {
+                let real = e
+                    .get_special_tokens_mask()
+                    .iter()
+                    .zip(e.get_attention_mask());
+                let vectors = real
+                    .zip(e.get_offsets())
+                    .zip(rows)
+                    .filter(|(((special, mask), (start, _)), _)| {
+                        **special == 0 && **mask == 1 && *start >= prefix
+                    })
+                    .map(|(_, mut v)| {
+                        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                        v.iter_mut().for_each(|x| *x /= norm);
+                        v
+                    })
+                    .collect();
+                TokenVectors { vectors }
+            })
+            .collect())
+    }
+}
+
+impl EmbeddingEngine for SentenceBert {
+    fn embed(&self, texts: &[String]) -> Result<Embeddings> {
+        let (encodings, hidden, mask) = self.forward(texts)?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [n, len, 1]
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [n, dim]
         let counts = mask.sum(1)?; // [n, 1]
