@@ -17,20 +17,21 @@
 
 use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
 use aies_host::llm::{EmbeddingEngine, SentenceBert};
-use anyhow::{Context, Result};
+use aies_tests::pairs::{self, Pair};
+use anyhow::Result;
 use clap::Parser;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Evaluate the semantic cache's threshold and guard on labeled pairs")]
 struct Args {
     /// The tuning split (JSON lines: id, lang, kind, label, a, b).
-    #[arg(long, alias = "pairs", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/pairs.jsonl"))]
+    #[arg(long, alias = "pairs", default_value = pairs::TUNING)]
     tuning: PathBuf,
     /// The held-out split, in the same format.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cache_eval/heldout.jsonl"))]
+    #[arg(long, default_value = pairs::HELDOUT)]
     heldout: PathBuf,
     /// A sentence-transformers model folder (model.safetensors, tokenizer.json, config.json).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.spin/ai-models/all-minilm-l6-v2"))]
@@ -44,26 +45,6 @@ struct Args {
     /// The guard's similarity for differently worded prompts (default: the model's).
     #[arg(long)]
     reworded: Option<f32>,
-}
-
-#[derive(serde::Deserialize)]
-struct Pair {
-    id: String,
-    lang: String,
-    kind: String,
-    label: String,
-    a: String,
-    b: String,
-    /// When a tuning pair was added after the guard's rules were written
-    /// (they were not chosen on it, so its rates are not in-sample).
-    #[serde(default)]
-    added: Option<String>,
-}
-
-impl Pair {
-    fn hit(&self) -> bool {
-        self.label == "hit"
-    }
 }
 
 /// One pair, scored.
@@ -87,14 +68,14 @@ fn main() -> Result<()> {
         reworded_similarity: args.reworded.unwrap_or(defaults.reworded),
         ..Policy::default()
     };
-    let tuning = read_pairs(&args.tuning)?;
+    let tuning = pairs::read(&args.tuning)?;
     let heldout = if args.heldout.exists() {
-        read_pairs(&args.heldout)?
+        pairs::read(&args.heldout)?
     } else {
         println!("(no held-out split at {})\n", args.heldout.display());
         Vec::new()
     };
-    leaks(&tuning, &heldout)?;
+    pairs::refuse_leaks(&tuning, &heldout)?;
     let model = SentenceBert::load(&args.model_dir)?;
     let started = Instant::now();
     let mut texts: Vec<String> = tuning
@@ -140,11 +121,11 @@ fn main() -> Result<()> {
         detail(&score(&heldout, &vectors), &policy, threshold, false);
     }
     summary("tuning", &tuned, &policy, threshold);
-    let added: Vec<Scored> = score(&tuning, &vectors)
+    let (added, first): (Vec<Scored>, Vec<Scored>) = score(&tuning, &vectors)
         .into_iter()
-        .filter(|s| s.pair.added.is_some())
-        .collect();
+        .partition(|s| s.pair.added.is_some());
     if !added.is_empty() {
+        summary("tuning-first", &first, &policy, threshold);
         summary("tuning-added", &added, &policy, threshold);
     }
     if !heldout.is_empty() {
@@ -166,45 +147,9 @@ fn score<'a>(pairs: &'a [Pair], vectors: &HashMap<String, Vec<f32>>) -> Vec<Scor
         .collect()
 }
 
-/// Refuses a tuning split that shares a prompt with the held-out split
-/// (case and spacing aside): a judge trained on it would have seen them.
-fn leaks(tuning: &[Pair], heldout: &[Pair]) -> Result<()> {
-    let fold = |t: &str| {
-        t.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    let held: std::collections::HashSet<String> = heldout
-        .iter()
-        .flat_map(|p| [fold(&p.a), fold(&p.b)])
-        .collect();
-    let shared: Vec<&str> = tuning
-        .iter()
-        .filter(|p| held.contains(&fold(&p.a)) || held.contains(&fold(&p.b)))
-        .map(|p| p.id.as_str())
-        .collect();
-    anyhow::ensure!(
-        shared.is_empty(),
-        "tuning pairs {shared:?} share a prompt with the held-out split: drop them from the tuning split"
-    );
-    Ok(())
-}
-
-fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), n + 1))
-        })
-        .collect()
-}
-
 /// One line per split and language: the figures the README's tables carry
-/// (`tuning-added`: the tuning pairs added after the guard's rules).
+/// (`tuning-first`: the pairs the guard's rules were written on;
+/// `tuning-added`: those added after them).
 fn summary(split: &str, scored: &[Scored], policy: &Policy, t: f32) {
     for lang in ["en", "es", "en-es"] {
         let of = |hit: bool| move |s: &Scored| s.pair.lang == lang && s.pair.hit() == hit;

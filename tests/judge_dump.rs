@@ -8,12 +8,13 @@
 //! `aies-judge-dump <model dir> <prefix> <out> <pairs.jsonl>...` writes
 //! `<out>.bin` (f32 little-endian: each text's token rows, then its pooled
 //! row), `<out>.json` (texts and token counts, in that order) and
-//! `<out>.pairs.json`. Give it the tuning split only: judges are chosen
-//! there, never on the held-out split.
+//! `<out>.pairs.json`. It takes the tuning split only (judges are chosen
+//! there): it refuses pairs that share a prompt with the held-out split.
 
 use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
 use aies_host::llm::{EmbeddingEngine, SentenceBert};
-use anyhow::{bail, Context, Result};
+use aies_tests::pairs;
+use anyhow::{bail, Result};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -23,23 +24,23 @@ fn main() -> Result<()> {
     let [_, model_dir, prefix, out, files @ ..] = args.as_slice() else {
         bail!("usage: aies-judge-dump <model dir> <prefix> <out> <pairs.jsonl>...");
     };
+    if files.is_empty() {
+        bail!("usage: aies-judge-dump <model dir> <prefix> <out> <pairs.jsonl>...");
+    }
     let model_dir = Path::new(model_dir);
     let name = model_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let thresholds = Thresholds::for_model(&name);
-    let mut pairs: Vec<serde_json::Value> = Vec::new();
+    let mut labeled = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            pairs.push(serde_json::from_str(line).with_context(|| format!("in {file}"))?);
-        }
+        labeled.extend(pairs::read(Path::new(file))?);
     }
-    let prompt = |p: &serde_json::Value, k: &str| p[k].as_str().unwrap_or_default().to_string();
-    let mut texts: Vec<String> = pairs
+    pairs::refuse_leaks(&labeled, &pairs::read(Path::new(pairs::HELDOUT))?)?;
+    let mut texts: Vec<String> = labeled
         .iter()
-        .flat_map(|p| [prompt(p, "a"), prompt(p, "b")])
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
         .collect();
     texts.sort();
     texts.dedup();
@@ -77,22 +78,27 @@ fn main() -> Result<()> {
         reworded_similarity: thresholds.reworded,
         ..Policy::default()
     };
-    for pair in &mut pairs {
-        let (a, b) = (prompt(pair, "a"), prompt(pair, "b"));
-        let similarity: f32 = pooled[&a].iter().zip(&pooled[&b]).map(|(x, y)| x * y).sum();
+    let mut scored = Vec::new();
+    for pair in &labeled {
+        let similarity: f32 = pooled[&pair.a]
+            .iter()
+            .zip(&pooled[&pair.b])
+            .map(|(x, y)| x * y)
+            .sum();
         // As the cache asks it: the new prompt b against the cached a.
-        let (asked, cached) = (Analysis::new(&b), Analysis::new(&a));
+        let (asked, cached) = (Analysis::new(&pair.b), Analysis::new(&pair.a));
         let verdict = |policy: &Policy| {
             verify(&asked, &cached, similarity, policy)
                 .err()
                 .map_or("None", |m| m.as_str())
-                .to_string()
         };
-        pair["sim"] = similarity.into();
-        pair["veto"] = verdict(&vetoes).into();
-        pair["guard"] = verdict(&guard).into();
-        pair["threshold"] = thresholds.similarity.into();
+        scored.push(serde_json::json!({
+            "id": pair.id, "lang": pair.lang, "kind": pair.kind, "label": pair.label,
+            "a": pair.a, "b": pair.b, "added": pair.added,
+            "sim": similarity, "veto": verdict(&vetoes), "guard": verdict(&guard),
+            "threshold": thresholds.similarity,
+        }));
     }
-    std::fs::write(format!("{out}.pairs.json"), serde_json::to_string(&pairs)?)?;
+    std::fs::write(format!("{out}.pairs.json"), serde_json::to_string(&scored)?)?;
     Ok(())
 }

@@ -5,4 +5,5 @@
 pub mod fake_llm;
 pub mod harness;
 pub mod load;
+pub mod pairs;
 pub mod stack;

@@ -73,8 +73,9 @@ impl SentenceBert {
 }
 
 /// One text's contextual token vectors (the model's last layer, each of
-/// unit length), special tokens and a leading prefix left out: what the
-/// cache's judge aligns.
+/// unit length), special tokens and a leading prefix left out: what a
+/// judge of "same question?" would align (issue 22's experiments, through
+/// `aies-judge-dump`; no judge is built on them).
 pub struct TokenVectors {
     pub vectors: Vec<Vec<f32>>,
 }
@@ -101,8 +102,9 @@ impl SentenceBert {
         Ok((encodings, hidden, mask))
     }
 
-    /// The token vectors of each text, leaving out its first `prefix`
-    /// bytes (e5's "query: ").
+    /// The token vectors of each text, leaving out the tokens within its
+    /// first `prefix` bytes (e5's "query: "). A token that reaches past the
+    /// prefix is kept: e5's first word carries the space before it.
     pub fn token_vectors(&self, texts: &[String], prefix: usize) -> Result<Vec<TokenVectors>> {
         let (encodings, hidden, _) = self.forward(texts)?;
         let hidden = hidden.to_vec3::<f32>()?;
@@ -117,8 +119,8 @@ impl SentenceBert {
                 let vectors = real
                     .zip(e.get_offsets())
                     .zip(rows)
-                    .filter(|(((special, mask), (start, _)), _)| {
-                        **special == 0 && **mask == 1 && *start >= prefix
+                    .filter(|(((special, mask), (_, end)), _)| {
+                        **special == 0 && **mask == 1 && *end > prefix
                     })
                     .map(|(_, mut v)| {
                         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
