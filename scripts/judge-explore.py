@@ -1,7 +1,8 @@
 """Issue 22's judge experiments on the tuning split (never the held-out one).
 
 Reads what `aies-judge-dump` wrote for the tuning split (token vectors of
-the model's last layer, pooled vectors, the guard's verdicts), builds
+the model's last layer, or of its first k with AIES_JUDGE_LAYERS=k, pooled
+vectors, the guard's verdicts), builds
 features per pair, and cross-validates classifiers (5 folds, stratified by
 language and kind): for each, the threshold where at most 1% of each
 language's traps are served (vetoes for numbers, units, dates, negation
@@ -9,8 +10,8 @@ and language applied first), and the should-hits served there. The
 threshold is chosen on the same predictions it is reported on: optimistic.
 
     cargo build --release -p aies-tests --bin aies-judge-dump
-    "$CARGO_TARGET_DIR/release/aies-judge-dump" .spin/ai-models/multilingual-e5-small \
-        "query: " /tmp/e5 tests/data/cache_eval/pairs.jsonl
+    AIES_JUDGE_LAYERS=2 "$CARGO_TARGET_DIR/release/aies-judge-dump" \
+        .spin/ai-models/multilingual-e5-small "query: " /tmp/e5 tests/data/cache_eval/pairs.jsonl
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install numpy scikit-learn
     /tmp/venv/bin/python scripts/judge-explore.py /tmp/e5
 """
@@ -84,7 +85,9 @@ def alignment(a, b):
         max(r - ra.min(), p - pb.min()),
         crossed,
         min(len(ra), len(pb)) / max(len(ra), len(pb)),
-    ]
+    ] + [float((ra < t).mean()) for t in (0.5, 0.6, 0.8, 0.9)] + [
+        float((pb < t).mean()) for t in (0.5, 0.6, 0.8, 0.9)
+    ] + [float(np.sort(ra)[:2].mean()), float(np.sort(pb)[:2].mean())]
 
 
 def lexical(a, b):
@@ -93,7 +96,14 @@ def lexical(a, b):
     sa, sb = set(ca), set(cb)
     jaccard = len(sa & sb) / max(1, len(sa | sb))
     reordered = float(sorted(ca) == sorted(cb) and ca != cb)
+    # Order of the shared content words: pairs in a's order that b crosses.
+    shared = [w for w in dict.fromkeys(ca) if w in sb]
+    pos = [cb.index(w) for w in shared]
+    pairs_ = [(i, j) for i in range(len(pos)) for j in range(i + 1, len(pos))]
+    crossed = sum(pos[i] > pos[j] for i, j in pairs_) / len(pairs_) if pairs_ else 0.0
     return [
+        crossed,
+        float(words(a) == words(b)),
         jaccard,
         float(jaccard == 1.0),
         min(len(sa - sb), 3),

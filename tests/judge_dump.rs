@@ -10,6 +10,8 @@
 //! row), `<out>.json` (texts and token counts, in that order) and
 //! `<out>.pairs.json`. It takes the tuning split only (judges are chosen
 //! there): it refuses pairs that share a prompt with the held-out split.
+//! With `AIES_JUDGE_LAYERS=<k>` the token vectors come from the model's
+//! first k layers (the pooled vectors and verdicts stay the whole model's).
 
 use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
 use aies_host::llm::{EmbeddingEngine, SentenceBert};
@@ -46,12 +48,23 @@ fn main() -> Result<()> {
     texts.dedup();
 
     let model = SentenceBert::load(model_dir)?;
+    let layers = match std::env::var("AIES_JUDGE_LAYERS") {
+        Ok(k) => Some(k.parse()?),
+        Err(_) => None,
+    };
+    let token_model = match layers {
+        Some(k) => Some(SentenceBert::load_layers(model_dir, Some(k))?),
+        None => None,
+    };
     let mut index = Vec::new();
     let mut pooled = HashMap::new();
     let mut blob = std::io::BufWriter::new(std::fs::File::create(format!("{out}.bin"))?);
     for chunk in texts.chunks(16) {
         let prefixed: Vec<String> = chunk.iter().map(|t| format!("{prefix}{t}")).collect();
-        let token_rows = model.token_vectors(&prefixed, prefix.len())?;
+        let token_rows = token_model
+            .as_ref()
+            .unwrap_or(&model)
+            .token_vectors(&prefixed, prefix.len())?;
         let vectors = model.embed(&prefixed)?.vectors;
         for ((text, rows), vector) in chunk.iter().zip(token_rows).zip(vectors) {
             index.push(serde_json::json!({"text": text, "n": rows.vectors.len()}));

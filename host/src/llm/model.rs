@@ -34,6 +34,13 @@ pub struct SentenceBert {
 impl SentenceBert {
     /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_layers(dir, None)
+    }
+
+    /// [`Self::load`], keeping only the first `layers` transformer layers
+    /// when given: their token vectors are less contextual than the last
+    /// layer's (issue 22's judge experiments).
+    pub fn load_layers(dir: &Path, layers: Option<usize>) -> Result<Self> {
         let file = |name: &str| {
             let p = dir.join(name);
             if p.exists() {
@@ -48,6 +55,10 @@ impl SentenceBert {
         let device = Device::Cpu;
         let config: Config = serde_json::from_str(&std::fs::read_to_string(file("config.json")?)?)
             .context("parsing config.json")?;
+        let mut config = config;
+        if let Some(layers) = layers {
+            config.num_hidden_layers = config.num_hidden_layers.min(layers);
+        }
         let weights = file("model.safetensors")?;
         // SAFETY: the weights file is not modified while mapped.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DTYPE, &device)? };
@@ -72,8 +83,8 @@ impl SentenceBert {
     }
 }
 
-/// One text's contextual token vectors (the model's last layer, each of
-/// unit length), special tokens and a leading prefix left out: what a
+/// One text's contextual token vectors (the model's last layer kept, each
+/// of unit length), special tokens and a leading prefix left out: what a
 /// judge of "same question?" would align (issue 22's experiments, through
 /// `aies-judge-dump`; no judge is built on them).
 pub struct TokenVectors {
