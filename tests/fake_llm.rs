@@ -46,6 +46,12 @@ pub fn answer(provider: &str, prompt: &str) -> String {
 
 impl FakeLlm {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// [`Self::start`] on another address, e.g. `0.0.0.0:0` so that
+    /// containers reach it through their network's gateway.
+    pub async fn start_on(addr: &str) -> Self {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
@@ -55,7 +61,7 @@ impl FakeLlm {
         // A provider's accept queue is deep; tokio's default (1,024) drops
         // SYNs when a pipeline opens a thousand connections at once.
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.bind(addr.parse().unwrap()).unwrap();
         let listener = socket.listen(4096).unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -2,6 +2,7 @@
 //! starting real Redis Stack and Tansu servers, the host and the bridge,
 //! the fake LLM provider, and the benchmark's load generator.
 
+pub mod cluster;
 pub mod fake_llm;
 pub mod harness;
 pub mod load;

@@ -465,6 +465,18 @@ pub async fn assert_exactly_once(
     llm_calls: usize,
     repeat_bound: usize,
 ) -> Outcome {
+    let redis = format!("127.0.0.1:{redis_port}");
+    assert_exactly_once_at(&redis, results, events, llm_calls, repeat_bound).await
+}
+
+/// [`assert_exactly_once`] with Redis at `redis` (`host:port`).
+pub async fn assert_exactly_once_at(
+    redis: &str,
+    results: &Messages,
+    events: usize,
+    llm_calls: usize,
+    repeat_bound: usize,
+) -> Outcome {
     use redis::AsyncCommands;
     let ids: HashSet<_> = results.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(ids.len(), events, "one task per event on the result topic");
@@ -473,7 +485,7 @@ pub async fn assert_exactly_once(
         assert_eq!(r.status, TaskStatus::Success, "{r:?}");
     }
 
-    let mut tasks = redis::Client::open(format!("redis://127.0.0.1:{redis_port}/2"))
+    let mut tasks = redis::Client::open(format!("redis://{redis}/2"))
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -1,0 +1,273 @@
+//! Across containers (issue 24, `make test-cluster`): three bridges and two
+//! app instances on one broker with six partitions, a 6,000-event batch
+//! running, then a fault, each in its own cluster. Each ends with every
+//! event having exactly one SUCCESS record and at least one result on
+//! `datos_procesados`, and prints its recovery time, the results written
+//! (duplicates included) and the LLM calls beyond one per event.
+
+use std::time::{Duration, Instant};
+
+use aies_tests::cluster::{batch_lane_offsets, docker, healthy, recovered, Cluster};
+use aies_tests::fake_llm::FakeLlm;
+use aies_tests::harness::topic_size_at;
+use aies_tests::stack::{self, IN_FLIGHT};
+
+const N: usize = 6_000;
+const PARTITIONS: u32 = 6;
+const WITHIN: Duration = Duration::from_secs(600);
+use aies_contract::RESULT_TOPIC;
+
+/// A fake LLM answering after `delay`, so that a fault lands with events
+/// in flight (reached from the containers through their network's gateway).
+async fn llm(delay: Duration) -> FakeLlm {
+    let fake = FakeLlm::start_on("0.0.0.0:0").await;
+    fake.set_delay(delay);
+    fake
+}
+
+/// Long enough that the batch is still running a few seconds after a
+/// quarter of it is done.
+const FAULT_DELAY: Duration = Duration::from_millis(100);
+
+fn result_count(cluster: &Cluster) -> usize {
+    topic_size_at(&cluster.bootstrap(), RESULT_TOPIC, PARTITIONS as i32) as usize
+}
+
+/// Produces the batch and waits until a quarter of it is done.
+async fn batch_under_way(cluster: &Cluster, label: &str) {
+    stack::produce_events(&cluster.bootstrap(), label, 0..N).await;
+    let since = Instant::now();
+    while result_count(cluster) < N / 4 {
+        assert!(since.elapsed() < WITHIN, "a quarter of the batch not done");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = result_count(cluster);
+    assert!(done < N, "the fault came after the batch: {done}");
+}
+
+/// The batch lane's offsets at a fault, and when it came.
+fn fault(cluster: &Cluster) -> (Vec<(i64, i64)>, Instant) {
+    (
+        batch_lane_offsets(&cluster.bootstrap(), PARTITIONS as i32),
+        Instant::now(),
+    )
+}
+
+/// How long after the fault every partition with work left moved again.
+async fn recovery(cluster: &Cluster, (offsets, since): (Vec<(i64, i64)>, Instant)) -> Duration {
+    recovered(&cluster.bootstrap(), &offsets, since, WITHIN).await
+}
+
+/// Waits for all results, checks exactly one SUCCESS per event, and says
+/// what it took.
+async fn all_done(cluster: &Cluster, fake: &FakeLlm, repeat_bound: usize) -> String {
+    let results = stack::results(&cluster.bootstrap(), N, WITHIN)
+        .await
+        .unwrap();
+    let outcome =
+        stack::assert_exactly_once_at(&cluster.redis(), &results, N, fake.calls(), repeat_bound)
+            .await;
+    format!("{outcome}, {} results written", result_count(cluster))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_two_and_three_bridges_share_a_batch_on_six_partitions() {
+    let mut rates = Vec::new();
+    for bridges in 1..=3 {
+        let fake = llm(Duration::from_millis(20)).await;
+        let cluster = Cluster::up(&format!("share{bridges}"), bridges, 2, PARTITIONS, &fake);
+        let start = Instant::now();
+        stack::produce_events(&cluster.bootstrap(), "share", 0..N).await;
+        // The rate from the first result on: the group's joining (a few
+        // seconds on this broker) is not the bridges' throughput.
+        while result_count(&cluster) == 0 {
+            assert!(start.elapsed() < WITHIN, "no result");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let first = Instant::now();
+        while result_count(&cluster) < N {
+            assert!(start.elapsed() < WITHIN, "the batch not done");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seconds = first.elapsed().as_secs_f64();
+        // Bridges joining one after another rebalance the group: what was
+        // in flight then may be asked again.
+        let outcome = all_done(&cluster, &fake, IN_FLIGHT * bridges).await;
+        println!(
+            "{bridges} bridge(s), 2 apps: {outcome}; {:.0} events/s from the first result \
+             ({seconds:.1} s; first result {:?} after producing began)",
+            N as f64 / seconds,
+            first - start
+        );
+        rates.push(N as f64 / seconds);
+        if bridges == 3 {
+            an_answer_from_one_app_is_a_hit_on_the_other(&cluster).await;
+        }
+    }
+    println!(
+        "events/s with 1, 2, 3 bridges (same {N} events, LLM 20 ms, 2 apps): {:.0}, {:.0}, {:.0}",
+        rates[0], rates[1], rates[2]
+    );
+}
+
+/// The API through both app instances: a prompt answered through one is a
+/// semantic hit for its paraphrase through the other (one cache, the
+/// embedding model in each image).
+async fn an_answer_from_one_app_is_a_hit_on_the_other(cluster: &Cluster) {
+    let client = reqwest::Client::new();
+    let (one, two) = (cluster.app_url(1), cluster.app_url(2));
+    let asked: serde_json::Value = client
+        .post(format!("{one}/process"))
+        .json(&serde_json::json!({"prompt": "What is the capital of France?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = asked["task_id"].as_str().expect("a task id").to_string();
+    let done: serde_json::Value = client
+        .get(format!("{two}/task/{id}?wait=30"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "SUCCESS", "{done}");
+    // The fill is asynchronous: its marker goes when it is done.
+    wait_filled(&cluster.redis(), &id).await;
+    let hit: serde_json::Value = client
+        .post(format!("{two}/process"))
+        .json(&serde_json::json!({"prompt": "What's the capital city of France?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hit["cached"], true, "{hit}");
+    assert_eq!(hit["cache"]["tier"], "semantic", "{hit}");
+}
+
+/// Waits until no in-flight marker (DB 1) names task `id`: its cache fill
+/// is done.
+async fn wait_filled(redis: &str, id: &str) {
+    use redis::AsyncCommands;
+    let mut coordination = redis::Client::open(format!("redis://{redis}/1"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let since = Instant::now();
+    loop {
+        let keys: Vec<String> = coordination.keys("aies:inflight:*").await.unwrap();
+        let mut named = false;
+        for key in keys {
+            let task: Option<String> = coordination.get(&key).await.unwrap();
+            named |= task.as_deref() == Some(id);
+        }
+        if !named {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "task {id}: not filled in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_container_killed_mid_batch_loses_nothing() {
+    let fake = llm(FAULT_DELAY).await;
+    let cluster = Cluster::up("bkill", 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, "bkill").await;
+    let victim = &cluster.containers("bridge")[0];
+    let at = fault(&cluster);
+    docker(&["kill", victim]);
+    let recovery = recovery(&cluster, at).await;
+    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 2).await;
+    println!("bridge container killed: {outcome}; every partition moved again {recovery:?} after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_container_killed_mid_invoke_loses_nothing() {
+    let fake = llm(FAULT_DELAY).await;
+    let cluster = Cluster::up("akill", 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, "akill").await;
+    let victim = &cluster.containers("app")[0];
+    let at = fault(&cluster);
+    docker(&["kill", victim]);
+    let recovery = recovery(&cluster, at).await;
+    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
+    println!(
+        "app container killed: {outcome}; every partition moved again {recovery:?} after the kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_container_restarted_mid_batch_loses_nothing() {
+    let fake = llm(FAULT_DELAY).await;
+    let cluster = Cluster::up("kafka", 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, "kafka").await;
+    let broker = &cluster.containers("kafka")[0];
+    let at = fault(&cluster);
+    docker(&["restart", "-t", "5", broker]);
+    let up = healthy(broker, WITHIN).await;
+    let recovery = recovery(&cluster, at).await;
+    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
+    println!(
+        "broker restarted: {outcome}; healthy {up:?}, every partition moved again {recovery:?} after the restart began"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_cut_off_past_its_session_timeout_loses_nothing() {
+    let fake = llm(FAULT_DELAY).await;
+    let cluster = Cluster::up("cut", 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, "cut").await;
+    let victim = cluster.containers("bridge")[0].clone();
+    let network = cluster.network();
+    let at = fault(&cluster);
+    let since = at.1;
+    docker(&["network", "disconnect", &network, &victim]);
+    // Past the bridge's session timeout (10 s): the group hands its
+    // partitions to the others while it still believes it owns them.
+    let recovery = recovery(&cluster, at).await;
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(since.elapsed())).await;
+    docker(&["network", "connect", &network, &victim]);
+    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
+    println!(
+        "bridge cut off 20 s: {outcome}; every partition moved again {recovery:?} after the cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_bridge_and_app_loses_nothing() {
+    // Slow answers, so that the batch outlasts five graceful restarts.
+    let fake = llm(Duration::from_millis(1000)).await;
+    let cluster = Cluster::up("roll", 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, "roll").await;
+    let since = Instant::now();
+    let mut members = cluster.containers("bridge");
+    members.extend(cluster.containers("app"));
+    for member in &members {
+        let stopped = Instant::now();
+        // docker restart: SIGTERM, up to the bridge's grace, then start.
+        docker(&["restart", "-t", "45", member]);
+        let up = healthy(member, WITHIN).await;
+        println!(
+            "restarted {}: healthy {:?} after the stop began",
+            &member[..12],
+            stopped.elapsed().max(up)
+        );
+    }
+    let restarts = since.elapsed();
+    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
+    println!(
+        "rolling restart of {} members in {restarts:?}: {outcome}; batch done {:?} after the first stop",
+        members.len(),
+        since.elapsed()
+    );
+}
