@@ -246,7 +246,8 @@ pub async fn recovered(
         let moved = at_fault
             .iter()
             .zip(&now)
-            .all(|((then, high), (offset, _))| then >= high || offset > then);
+            // No commit yet (-1) on an empty partition is no work left.
+            .all(|((then, high), (offset, _))| (*then).max(0) >= *high || offset > then);
         if moved {
             return since.elapsed();
         }

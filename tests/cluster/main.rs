@@ -33,9 +33,38 @@ fn result_count(cluster: &Cluster) -> usize {
     topic_size_at(&cluster.bootstrap(), RESULT_TOPIC, PARTITIONS as i32) as usize
 }
 
+/// Produces the batch: every event keyed by its number, so that the
+/// events spread over the partitions (unkeyed, librdkafka's sticky
+/// partitioner puts a fast burst into one or two), every tenth using the
+/// cache.
+async fn produce(bootstrap: &str, label: &str) {
+    use rdkafka::producer::FutureRecord;
+    let producer = stack::kafka_producer(bootstrap);
+    let sends = (0..N).map(|i| {
+        let payload = serde_json::json!({
+            "prompt": format!("{label} question {i}: what is {i} plus one?"),
+            "use_cache": i % 10 == 0,
+        })
+        .to_string();
+        let key = format!("{label}-{i}");
+        let producer = producer.clone();
+        async move {
+            let record = FutureRecord::to(aies_contract::RAW_TOPIC)
+                .payload(&payload)
+                .key(&key);
+            producer
+                .send(record, Duration::from_secs(60))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
 /// Produces the batch and waits until a quarter of it is done.
 async fn batch_under_way(cluster: &Cluster, label: &str) {
-    stack::produce_events(&cluster.bootstrap(), label, 0..N).await;
+    produce(&cluster.bootstrap(), label).await;
     let since = Instant::now();
     while result_count(cluster) < N / 4 {
         assert!(since.elapsed() < WITHIN, "a quarter of the batch not done");
@@ -77,7 +106,7 @@ async fn one_two_and_three_bridges_share_a_batch_on_six_partitions() {
         let fake = llm(Duration::from_millis(20)).await;
         let cluster = Cluster::up(&format!("share{bridges}"), bridges, 2, PARTITIONS, &fake);
         let start = Instant::now();
-        stack::produce_events(&cluster.bootstrap(), "share", 0..N).await;
+        produce(&cluster.bootstrap(), "share").await;
         // The rate from the first result on: the group's joining (a few
         // seconds on this broker) is not the bridges' throughput.
         while result_count(&cluster) == 0 {
@@ -101,6 +130,7 @@ async fn one_two_and_three_bridges_share_a_batch_on_six_partitions() {
         );
         rates.push(N as f64 / seconds);
         if bridges == 3 {
+            each_answer_is_filled_once(&cluster).await;
             an_answer_from_one_app_is_a_hit_on_the_other(&cluster).await;
         }
     }
@@ -148,6 +178,38 @@ async fn an_answer_from_one_app_is_a_hit_on_the_other(cluster: &Cluster) {
         .unwrap();
     assert_eq!(hit["cached"], true, "{hit}");
     assert_eq!(hit["cache"]["tier"], "semantic", "{hit}");
+}
+
+/// Both apps hear every fill notice (Redis pub/sub); one of them fills.
+/// Every tenth event of the batch uses the cache ([`produce`]).
+async fn each_answer_is_filled_once(cluster: &Cluster) {
+    use redis::AsyncCommands;
+    let mut metrics = redis::Client::open(format!("redis://{}/0", cluster.redis()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut last = -1;
+    let since = Instant::now();
+    loop {
+        let mut fills = 0;
+        for field in ["cache_fills", "cache_fills_shed"] {
+            let n: Option<i64> = metrics.hget("aies:metrics", field).await.unwrap();
+            fills += n.unwrap_or(0);
+        }
+        if fills == last {
+            let cached = (N / 10) as i64;
+            assert!(
+                fills > 0 && fills <= cached,
+                "{fills} fills (done or shed) for {cached} events that use the cache"
+            );
+            println!("{fills} cache fills for {cached} events that use the cache, by two apps");
+            return;
+        }
+        assert!(since.elapsed() < WITHIN, "fills never settle");
+        last = fills;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Waits until no in-flight marker (DB 1) names task `id`: its cache fill

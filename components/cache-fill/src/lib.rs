@@ -21,12 +21,17 @@
 //! more later. The wait of the last fill of each lane is kept
 //! (`cache_fill_wait_ms_api`, `.._batch`) for `/metrics` and the dashboard.
 //!
+//! Every app instance subscribed to the channels hears every notice (that
+//! is pub/sub): the first to claim the task (`aies:fill_claim:<task>`, SET
+//! NX, 15 min) fills, the others return at once, so `--scale app=N` does
+//! not embed and insert each answer N times.
+//!
 //! Pub/sub delivers at most once: a notice published while no host is
 //! subscribed is lost. That costs one future miss (the next ask of the
 //! prompt calls the LLM again), never a result; the marker then expires on
 //! its own (15 min) and until then repeats join the finished task.
 
-use aies_contract::keys::{DB_CACHE, METRICS_KEY};
+use aies_contract::keys::{fill_claim_key, DB_CACHE, DB_COORDINATION, METRICS_KEY};
 use aies_contract::{
     valid_task_id, valid_tenant, vector_key, CompletionNotice, InsertRequest, StashedVector,
 };
@@ -34,7 +39,7 @@ use aies_guest::{
     arg, count, execute, now_ms, redis, release_inflight, var_parsed, TaskRecord, DB_TASKS,
 };
 use anyhow::{bail, Context, Result};
-use spin_sdk::redis::RedisResult;
+use spin_sdk::redis::{RedisParameter, RedisResult};
 use spin_sdk::redis_component;
 
 #[redis_component]
@@ -47,6 +52,9 @@ async fn on_message(message: Vec<u8>) -> Result<()> {
     }
     if !valid_task_id(&notice.task_id) || !valid_tenant(&notice.tenant) {
         bail!("completion notice with an invalid task_id or tenant");
+    }
+    if !claim(&notice.task_id)? {
+        return Ok(());
     }
     let conn = redis(DB_TASKS)?;
     let record = TaskRecord::read(&conn, &notice.task_id)?;
@@ -72,6 +80,22 @@ async fn on_message(message: Vec<u8>) -> Result<()> {
         );
     }
     filled.with_context(|| format!("task {}: cache fill failed", notice.task_id))
+}
+
+/// How long a fill claim holds: as long as the in-flight marker it clears.
+const CLAIM_SECS: i64 = 15 * 60;
+
+/// Whether this instance is the first to claim `task`'s fill.
+fn claim(task: &str) -> Result<bool> {
+    let args = [
+        arg(fill_claim_key(task)),
+        arg("1"),
+        arg("NX"),
+        arg("EX"),
+        RedisParameter::Int64(CLAIM_SECS),
+    ];
+    let reply = execute(&redis(DB_COORDINATION)?, "SET", &args)?;
+    Ok(matches!(reply.first(), Some(RedisResult::Status(_))))
 }
 
 async fn fill(notice: &CompletionNotice, prompt: &str, result: &str) -> Result<()> {

@@ -122,6 +122,15 @@ pub fn inflight_key(exact_id: &str) -> String {
     format!("{INFLIGHT_PREFIX}{exact_id}")
 }
 
+/// Prefix (DB 1) of cache-fill claims.
+pub const FILL_CLAIM_PREFIX: &str = "aies:fill_claim:";
+
+/// The claim (DB 1) of a task's cache fill: every app instance hears each
+/// fill notice (Redis pub/sub), and only the one that claims it fills.
+pub fn fill_claim_key(task_id: &str) -> String {
+    format!("{FILL_CLAIM_PREFIX}{task_id}")
+}
+
 /// The exact tier's pointer (DB 0) to the entry of a prompt.
 pub fn exact_key(exact_id: &str) -> String {
     format!("{EXACT_PREFIX}{exact_id}")
@@ -193,6 +202,7 @@ mod tests {
         let id = exact_id("acme", "0a1b", "ffee");
         assert_eq!(id, "acme:0a1b:ffee");
         assert_eq!(inflight_key(&id), "aies:inflight:acme:0a1b:ffee");
+        assert_eq!(fill_claim_key("t-1"), "aies:fill_claim:t-1");
         assert_eq!(exact_key(&id), "aies:exact:acme:0a1b:ffee");
         assert_eq!(alias_key(&id), "aies:alias:acme:0a1b:ffee");
         assert_eq!(idempotency_key("acme", "99"), "aies:idem:acme:99");
