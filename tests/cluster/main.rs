@@ -240,32 +240,32 @@ async fn wait_filled(redis: &str, id: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_container_killed_mid_batch_loses_nothing() {
+/// The first container of `service` killed (`docker kill`) a quarter into
+/// the batch; at most `repeat_bound` LLM calls are made again.
+async fn killed_mid_batch(service: &str, name: &str, repeat_bound: usize) {
     let fake = llm(FAULT_DELAY).await;
-    let cluster = Cluster::up("bkill", 3, 2, PARTITIONS, &fake);
-    batch_under_way(&cluster, "bkill").await;
-    let victim = &cluster.containers("bridge")[0];
+    let cluster = Cluster::up(name, 3, 2, PARTITIONS, &fake);
+    batch_under_way(&cluster, name).await;
+    let victim = &cluster.containers(service)[0];
     let at = fault(&cluster);
     docker(&["kill", victim]);
     let recovery = recovery(&cluster, at).await;
-    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 2).await;
-    println!("bridge container killed: {outcome}; every partition moved again {recovery:?} after the kill");
+    let outcome = all_done(&cluster, &fake, repeat_bound).await;
+    println!(
+        "{service} container killed: {outcome}; every partition moved again {recovery:?} after the kill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_container_killed_mid_batch_loses_nothing() {
+    // What the killed bridge had in flight, on both lanes.
+    killed_mid_batch("bridge", "bkill", IN_FLIGHT * 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_container_killed_mid_invoke_loses_nothing() {
-    let fake = llm(FAULT_DELAY).await;
-    let cluster = Cluster::up("akill", 3, 2, PARTITIONS, &fake);
-    batch_under_way(&cluster, "akill").await;
-    let victim = &cluster.containers("app")[0];
-    let at = fault(&cluster);
-    docker(&["kill", victim]);
-    let recovery = recovery(&cluster, at).await;
-    let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
-    println!(
-        "app container killed: {outcome}; every partition moved again {recovery:?} after the kill"
-    );
+    // What every bridge had in flight at the killed app.
+    killed_mid_batch("app", "akill", IN_FLIGHT * 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
