@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := . scripts/env.sh
 
-.PHONY: setup build components native up test test-cluster check-deploy images bench fmt clippy clean replay-dlq produce cache-eval spin-check
+.PHONY: setup build components native judge up test test-cluster check-deploy images bench fmt clippy clean replay-dlq produce cache-eval spin-check
 
 setup:
 	bash scripts/setup.sh
@@ -15,13 +15,19 @@ native:
 
 build: components native
 
-up:
+# The cache's near-duplicate judge, trained on the tuning split (once; kept
+# under ~/.cache/ai-eventstream, keyed by what it is made from) and linked
+# into .spin/ai-models/aies-judge/.
+judge:
+	bash scripts/judge.sh
+
+up: judge
 	bash scripts/up.sh
 
 # Tests start their own Redis Stack and Tansu brokers on free ports; the fault
 # tests run aies-host, aies-bridge and aies-up (built by `native`) as processes
 # to kill them. The components' pure logic is unit-tested natively first.
-test: check-deploy components native
+test: check-deploy judge components native
 	cd components && CARGO_TARGET_DIR=target cargo test --release --locked --lib \
 	  --target "$$(rustc -vV | sed -n 's/^host: //p')"
 	$(ENV) && cargo test --release --locked --workspace -- --test-threads=4 $(ARGS)
@@ -35,7 +41,7 @@ check-deploy:
 # machines): a local Debian base from debootstrap, build contexts holding
 # this machine's build, then compose's build with compose.local.yaml.
 # Users with a registry run `docker compose up -d --build` instead.
-images: build
+images: build judge
 	bash deploy/docker/base-image.sh
 	bash deploy/docker/stage.sh
 	docker-compose -f compose.yaml -f compose.local.yaml build --quiet
@@ -47,7 +53,7 @@ test-cluster: images
 
 # Would Spin 4 start spin.toml? Spin's manifest schema, its rules and each
 # trigger's start checks (variables, templates, sources, exports, models).
-spin-check: build
+spin-check: build judge
 	"$${CARGO_TARGET_DIR:-target}/release/aies-host" check -f spin.toml
 
 # Dead letters back to datos_crudos: ARGS="--dry-run", "--reason 401", "--older-than 1h".
@@ -63,13 +69,13 @@ produce: native
 # The cache's threshold and guard on the tuning and held-out pairs, with each
 # embedding model at its thresholds from crates/cache-guard/thresholds.txt
 # (ARGS for both runs, e.g. --threshold 0.8 --reworded 0.85).
-cache-eval:
+cache-eval: judge
 	cargo build --release --locked -p aies-tests --bin aies-cache-eval
 	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" $(ARGS)
 	"$${CARGO_TARGET_DIR:-target}/release/aies-cache-eval" --model-dir .spin/ai-models/multilingual-e5-small \
 	  --prefix "query: " $(ARGS)
 
-bench: build
+bench: build judge
 	$(ENV) && cargo run --release --locked -p aies-tests --bin aies-bench
 
 fmt:

@@ -14,9 +14,18 @@
 //! Thresholds come from the built-in table (`crates/cache-guard/thresholds.txt`)
 //! for the model's folder name unless given. `make cache-eval` runs it with
 //! all-MiniLM-L6-v2 and with multilingual-e5-small (`--prefix "query: "`).
+//!
+//! With the judge (`make judge`), both splits are also measured as the
+//! cache decides with it: the exact tier, the cheap vetoes, then the
+//! judge's score at each level; and without it (a plain Spin host): the
+//! guard at the model's fallback similarity. The judge was fitted on the
+//! whole tuning split, so its tuning figures are in-sample (the
+//! cross-validated ones are in `make judge`'s output).
 
-use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
-use aies_host::llm::{EmbeddingEngine, SentenceBert};
+use aies_cache_guard::{normalize, verify, Analysis, Mismatch, Policy, Thresholds};
+use aies_contract::JudgeLevel;
+use aies_host::llm::judge::{pair_features, JudgeWeights, ModelWeights};
+use aies_host::llm::{EmbeddingEngine, JudgeEngine, SentenceBert};
 use aies_tests::pairs::{self, Pair};
 use anyhow::Result;
 use clap::Parser;
@@ -45,6 +54,9 @@ struct Args {
     /// The guard's similarity for differently worded prompts (default: the model's).
     #[arg(long)]
     reworded: Option<f32>,
+    /// The judge's folder (`make judge` links it); skipped when absent.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.spin/ai-models/aies-judge"))]
+    judge_dir: PathBuf,
 }
 
 /// One pair, scored.
@@ -64,6 +76,11 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     let defaults = Thresholds::for_model(&model_name);
     let threshold = args.threshold.unwrap_or(defaults.similarity);
+    let model_name = model_name
+        .rsplit(':')
+        .next()
+        .unwrap_or(&model_name)
+        .to_string();
     let policy = Policy {
         reworded_similarity: args.reworded.unwrap_or(defaults.reworded),
         ..Policy::default()
@@ -132,7 +149,172 @@ fn main() -> Result<()> {
         summary("held-out", &score(&heldout, &vectors), &policy, threshold);
     }
     cost(&tuned, &policy);
+    if args.judge_dir.join("judge.json").exists() {
+        let weights = JudgeWeights::load(&args.judge_dir.join("judge.json"))?;
+        let Some(w) = weights.models.get(&model_name) else {
+            println!("\n(the judge has no weights for {model_name})");
+            return Ok(());
+        };
+        let engine = JudgeEngine::encoder_only(&args.judge_dir)?;
+        let fallback = Policy {
+            reworded_similarity: policy.reworded_similarity.max(defaults.fallback),
+            ..Policy::default()
+        };
+        let tuned = judge_pairs(&engine, w, score(&tuning, &vectors))?;
+        println!("\n# With the judge (tuning figures in-sample: it was fitted there)\n");
+        fallback_sweep(&tuned, &fallback);
+        judge_table("tuning", &tuned, w, defaults.fallback, &fallback);
+        if !heldout.is_empty() {
+            let held = judge_pairs(&engine, w, score(&heldout, &vectors))?;
+            judge_table("held-out", &held, w, defaults.fallback, &fallback);
+        }
+    }
     Ok(())
+}
+
+/// Each pair's score from the judge, and what decides around it.
+fn judge_pairs<'a>(
+    engine: &JudgeEngine,
+    w: &ModelWeights,
+    scored: Vec<Scored<'a>>,
+) -> Result<Vec<Judged<'a>>> {
+    let texts: Vec<(String, String)> = scored
+        .iter()
+        .map(|s| (s.pair.a.clone(), s.pair.b.clone()))
+        .collect();
+    let x = pair_features(engine, &texts)?;
+    Ok(scored
+        .into_iter()
+        .zip(x)
+        .map(|(s, x)| {
+            let features: Vec<f32> = [s.similarity].into_iter().chain(x).collect();
+            Judged {
+                score: w.probability(&features),
+                vetoed: verify(&s.b, &s.a, s.similarity, &Policy::vetoes_only()).is_err(),
+                exact: normalize(&s.pair.a) == normalize(&s.pair.b),
+                scored: s,
+            }
+        })
+        .collect())
+}
+
+/// A pair with the judge's view of it.
+struct Judged<'a> {
+    scored: Scored<'a>,
+    score: f32,
+    vetoed: bool,
+    exact: bool,
+}
+
+impl Judged<'_> {
+    /// Served with the judge at `level`.
+    fn by_judge(&self, w: &ModelWeights, level: JudgeLevel) -> bool {
+        self.exact
+            || (!self.vetoed
+                && self.scored.similarity >= w.candidate_similarity
+                && self.score >= w.thresholds.at(level))
+    }
+
+    /// Served by the guard alone at the fallback similarity.
+    fn by_fallback(&self, t: f32, policy: &Policy) -> bool {
+        self.exact || served(&self.scored, t, Some(policy))
+    }
+}
+
+fn judged_rate(
+    judged: &[Judged],
+    filter: impl Fn(&Pair) -> bool,
+    serve: impl Fn(&Judged) -> bool,
+) -> String {
+    let total = judged.iter().filter(|j| filter(j.scored.pair)).count();
+    let yes = judged
+        .iter()
+        .filter(|j| filter(j.scored.pair) && serve(j))
+        .count();
+    if total == 0 {
+        return "-".into();
+    }
+    format!("{:5.1}% ({yes}/{total})", 100.0 * yes as f64 / total as f64)
+}
+
+/// The guard alone at stricter similarities (the fallback is chosen here,
+/// on the tuning split).
+fn fallback_sweep(judged: &[Judged], policy: &Policy) {
+    println!("## Without the judge: the guard at a stricter similarity (tuning)\n");
+    println!("| similarity | en hits | en traps | es hits | es traps |");
+    println!("|---|---|---|---|---|");
+    for t in (84..=98).step_by(2).map(|t| t as f32 / 100.0) {
+        let policy = Policy {
+            reworded_similarity: policy.reworded_similarity.max(t),
+            ..policy.clone()
+        };
+        let of = |lang: &'static str, hit: bool| move |p: &Pair| p.lang == lang && p.hit() == hit;
+        let serve = |j: &Judged| j.by_fallback(t, &policy);
+        println!(
+            "| {t:.2} | {} | {} | {} | {} |",
+            judged_rate(judged, of("en", true), serve),
+            judged_rate(judged, of("en", false), serve),
+            judged_rate(judged, of("es", true), serve),
+            judged_rate(judged, of("es", false), serve),
+        );
+    }
+    println!();
+}
+
+/// One split's table: per language and kind, what the judge serves at each
+/// level and what the guard alone serves at the fallback similarity; then
+/// the summary lines.
+fn judge_table(split: &str, judged: &[Judged], w: &ModelWeights, fallback: f32, policy: &Policy) {
+    const LEVELS: [JudgeLevel; 3] = [JudgeLevel::Strict, JudgeLevel::Default, JudgeLevel::Lenient];
+    println!("## {split}: served with the judge (strict / default / lenient) and without it (guard at {fallback:.2})\n");
+    println!("| language | kind | label | strict | default | lenient | without the judge |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut groups: BTreeMap<(&str, &str, &str), ()> = BTreeMap::new();
+    for j in judged {
+        let p = j.scored.pair;
+        groups.insert((&p.lang, &p.kind, &p.label), ());
+    }
+    let row = |name: String, filter: &dyn Fn(&Pair) -> bool| {
+        let mut cells: Vec<String> = LEVELS
+            .iter()
+            .map(|l| judged_rate(judged, filter, |j| j.by_judge(w, *l)))
+            .collect();
+        cells.push(judged_rate(judged, filter, |j| {
+            j.by_fallback(fallback, policy)
+        }));
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    for (lang, kind, label) in groups.keys() {
+        row(format!("{lang} | {kind} | {label}"), &|p: &Pair| {
+            p.lang == *lang && p.kind == *kind
+        });
+    }
+    for lang in ["en", "es", "en-es"] {
+        for hit in [true, false] {
+            let label = if hit { "hit" } else { "trap" };
+            row(format!("{lang} | all | {label}"), &|p: &Pair| {
+                p.lang == lang && p.hit() == hit
+            });
+        }
+    }
+    println!();
+    for lang in ["en", "es"] {
+        let of = |hit: bool| move |p: &Pair| p.lang == lang && p.hit() == hit;
+        for level in LEVELS {
+            println!(
+                "summary-judge {split} {} {lang}: hits {} traps {}",
+                level.as_str(),
+                judged_rate(judged, of(true), |j| j.by_judge(w, level)),
+                judged_rate(judged, of(false), |j| j.by_judge(w, level)),
+            );
+        }
+        println!(
+            "summary-judge {split} without-judge {lang}: hits {} traps {}",
+            judged_rate(judged, of(true), |j| j.by_fallback(fallback, policy)),
+            judged_rate(judged, of(false), |j| j.by_fallback(fallback, policy)),
+        );
+    }
+    println!();
 }
 
 fn score<'a>(pairs: &'a [Pair], vectors: &HashMap<String, Vec<f32>>) -> Vec<Scored<'a>> {

@@ -13,7 +13,7 @@
 //! With `AIES_JUDGE_LAYERS=<k>` the token vectors come from the model's
 //! first k layers (the pooled vectors and verdicts stay the whole model's).
 
-use aies_cache_guard::{verify, Analysis, Mismatch, Policy, Thresholds};
+use aies_cache_guard::{verify, Analysis, Policy, Thresholds};
 use aies_host::llm::{EmbeddingEngine, SentenceBert};
 use aies_tests::pairs;
 use anyhow::{bail, Result};
@@ -77,16 +77,7 @@ fn main() -> Result<()> {
     blob.flush()?;
     std::fs::write(format!("{out}.json"), serde_json::to_string(&index)?)?;
 
-    let vetoes = Policy {
-        skip: vec![
-            Mismatch::Direction,
-            Mismatch::Order,
-            Mismatch::Content,
-            Mismatch::Name,
-            Mismatch::Reworded,
-        ],
-        ..Policy::default()
-    };
+    let vetoes = Policy::vetoes_only();
     let guard = Policy {
         reworded_similarity: thresholds.reworded,
         ..Policy::default()

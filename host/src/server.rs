@@ -72,6 +72,8 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        let app = self.app.clone();
+        tokio::spawn(async move { app.preload().await });
         let redis_trigger = tokio::spawn(crate::redis_trigger::run(
             self.app.clone(),
             self.app.subscriptions.clone(),

@@ -14,6 +14,7 @@ mod failures;
 mod faults;
 mod fill_backlog;
 mod fuzz;
+mod judge;
 mod lanes;
 mod limits;
 mod openai;

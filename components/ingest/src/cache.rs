@@ -41,6 +41,7 @@ pub async fn cached(body: &ProcessRequest, tenant: &str, scope: &str) -> Result<
         model,
         scope: scope.to_string(),
         threshold: body.cache_threshold,
+        judge: body.cache_judge,
     };
     let lookup = stage_url("cache-lookup", "/lookup");
     let exact: LookupResponse = call(&lookup, &ask(None, None)).await?;

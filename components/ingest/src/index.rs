@@ -24,7 +24,7 @@ pub fn docs() -> Response {
         &j!({
             "service": "ai-eventstream",
             "endpoints": {
-                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?}. 200 on a cache hit, 202 {task_id} otherwise; optional Idempotency-Key header",
+                "POST /process": "{\"prompt\": str, \"use_cache\": bool = true, \"metadata\": object?, \"system\": str?, \"temperature\": 0-2?, \"max_tokens\": int?, \"cache_threshold\": 0-1?, \"cache_judge\": \"strict\"|\"default\"|\"lenient\"?}. 200 on a cache hit, 202 {task_id} otherwise; optional Idempotency-Key header",
                 "POST /process/batch": "{\"requests\": [POST /process body, ...]} (1-100): one task each, {\"results\": [{\"http_status\", \"body\"}, ...]} in order",
                 "GET /task/{id}[?wait=N]": "status PENDING | STARTED | SUCCESS | FAILURE, with result or error; wait long-polls up to N s (at most 30)",
                 "GET /task/{id}/events": "the task's state changes as server-sent events, until it is final",

@@ -169,8 +169,9 @@ fn render(fields: &[(String, String)]) -> String {
             ms / 1000.0
         );
     }
-    out += "# HELP aies_cache_guard_refused_total Cache candidates above the threshold that the guard refused, by reason\n# TYPE aies_cache_guard_refused_total counter\n";
-    for why in aies_cache_guard::Mismatch::ALL.map(|m| m.as_str()) {
+    out += "# HELP aies_cache_guard_refused_total Cache candidates that the guard's checks or the judge (reason judge) refused, by reason\n# TYPE aies_cache_guard_refused_total counter\n";
+    let reasons = aies_cache_guard::Mismatch::ALL.map(|m| m.as_str());
+    for why in reasons.into_iter().chain(["judge"]) {
         out += &format!(
             "aies_cache_guard_refused_total{{reason=\"{why}\"}} {}\n",
             value(&guard_refused_field(why))

@@ -91,6 +91,7 @@ impl Answered {
                     "matched_prompt": hit.prompt,
                     "entry": hit.entry,
                     "scope": hit.scope,
+                    "judge_score": hit.judge_score,
                 },
                 "similarity": hit.similarity,
                 "result": hit.result,
@@ -201,11 +202,12 @@ mod tests {
             task_id: "t0".into(),
             entry: "aies:cache:m:default:ab:cd".into(),
             scope: "ab".into(),
+            judge_score: Some(0.75),
         });
         assert_eq!(hit.status(), 200);
         assert_eq!(
             hit.body().to_string(),
-            r#"{"cache":{"entry":"aies:cache:m:default:ab:cd","matched_prompt":"What's Rust?","scope":"ab","similarity":0.5,"tier":"semantic"},"cached":true,"result":"A language.","similarity":0.5,"status":"SUCCESS","task_id":"t0"}"#
+            r#"{"cache":{"entry":"aies:cache:m:default:ab:cd","judge_score":0.75,"matched_prompt":"What's Rust?","scope":"ab","similarity":0.5,"tier":"semantic"},"cached":true,"result":"A language.","similarity":0.5,"status":"SUCCESS","task_id":"t0"}"#
         );
         let joined = Answered::Joined {
             task_id: "t1".into(),

@@ -68,17 +68,14 @@ pub(crate) fn index_dimension(conn: &Connection, index: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aies_cache_guard::Policy;
 
     #[test]
     fn an_index_covers_its_models_prefix_at_its_dimension() {
-        let s = Settings {
-            index: "aies_cache_local_m".into(),
-            prefix: aies_contract::keys::cache_model_prefix("local:m"),
-            dimension: 384,
-            threshold: 0.8,
-            policy: Policy::default(),
-        };
+        let s = Settings::example(
+            "aies_cache_local_m",
+            &aies_contract::keys::cache_model_prefix("local:m"),
+            384,
+        );
         let shown: Vec<String> = create_args(&s)
             .iter()
             .map(|p| match p {

@@ -7,7 +7,7 @@ use crate::settings::{check, settings};
 use aies_contract::keys::{
     cache_entry_key, exact_key, tenant_lru_key, CACHE_LRU_KEY, DB_CACHE, TENANT_LRU_PREFIX,
 };
-use aies_contract::{valid_scope, InsertRequest};
+use aies_contract::{valid_scope, InsertRequest, JudgeLevel};
 use aies_guest::{arg, count_by, exact_id, execute, now_ms, redis, var_parsed};
 use anyhow::{bail, Result};
 use spin_sdk::redis::{RedisParameter, RedisResult};
@@ -64,7 +64,7 @@ if max > 0 and over > 0 then
   end
 end
 return evicted"#;
-    let s = settings(&req.model, None)?;
+    let s = settings(&req.model, None, Some(JudgeLevel::Default))?;
     check(&req.tenant, &req.vector, &s)?;
     if !valid_scope(&req.scope) {
         bail!("invalid scope {:?}", req.scope);

@@ -43,6 +43,7 @@
 
 mod index;
 mod insert;
+mod judge;
 mod lookup;
 pub mod query;
 mod settings;

@@ -79,6 +79,7 @@ pub(crate) fn parse_hits(reply: &[RedisResult]) -> Result<Vec<CacheHit>> {
             scope,
             // RediSearch's COSINE metric reports 1 - cosine similarity.
             similarity: 1.0 - distance.parse::<f32>()?,
+            judge_score: None,
         });
     }
     Ok(hits)
@@ -148,6 +149,7 @@ mod tests {
                 task_id: "t1".into(),
                 entry: "aies:cache:m:acme:ab:cd".into(),
                 scope: "ab".into(),
+                judge_score: None,
             }]
         );
         assert!(parse_hits(&[RedisResult::Int64(0)]).unwrap().is_empty());

@@ -5,7 +5,7 @@
 
 use aies_cache_guard::{Policy, ThresholdTable, Thresholds};
 use aies_contract::keys::{cache_index, cache_model_prefix};
-use aies_contract::valid_tenant;
+use aies_contract::{valid_tenant, JudgeLevel};
 use aies_guest::{var, var_parsed};
 use anyhow::{anyhow, bail, Result};
 
@@ -16,39 +16,98 @@ pub(crate) struct Settings {
     pub prefix: String,
     pub dimension: usize,
     pub threshold: f32,
-    pub policy: Policy,
+    /// A similarity asked for (the request's `cache_threshold`, raised to
+    /// the floor, else `similarity_threshold` when not `auto`): the judge's
+    /// candidates need it instead of the judge's own.
+    pub chosen: Option<f32>,
+    /// How sure the judge must be.
+    pub level: JudgeLevel,
+    /// The guard alone, where the judge cannot be asked: the similarity
+    /// every candidate needs, and the policy.
+    pub fallback_threshold: f32,
+    pub fallback_policy: Policy,
+}
+
+impl Settings {
+    /// Settings for unit tests.
+    #[cfg(test)]
+    pub(crate) fn example(index: &str, prefix: &str, dimension: usize) -> Self {
+        Self {
+            index: index.into(),
+            prefix: prefix.into(),
+            dimension,
+            threshold: 0.8,
+            chosen: None,
+            level: JudgeLevel::Default,
+            fallback_threshold: 0.9,
+            fallback_policy: Policy::default(),
+        }
+    }
+
+    /// What accepts a candidate under these settings, as an alias records
+    /// it: the judge at this level, or the guard at its fallback thresholds.
+    pub fn accepted_by(&self, judge: bool) -> String {
+        if judge {
+            format!("judge:{}", self.level.as_str())
+        } else {
+            format!(
+                "guard:{}:{}",
+                self.fallback_threshold, self.fallback_policy.reworded_similarity
+            )
+        }
+    }
 }
 
 /// `requested`: this request's `cache_threshold`, raised to the model's
-/// floor if it is below it.
-pub(crate) fn settings(model: &str, requested: Option<f32>) -> Result<Settings> {
+/// floor if it is below it; `level`: its `cache_judge`.
+pub(crate) fn settings(
+    model: &str,
+    requested: Option<f32>,
+    level: Option<JudgeLevel>,
+) -> Result<Settings> {
     let defaults = ThresholdTable::parse(&var("model_thresholds")?)
         .map_err(|e| anyhow!("model_thresholds: {e}"))?
         .for_model(model);
-    // A number, or "auto" for the model's default.
-    let unit = |name: &str, default: f32| -> Result<f32> {
+    // A number, or "auto" (None) for the model's default.
+    let unit = |name: &str| -> Result<Option<f32>> {
         if var(name)?.trim() == "auto" {
-            return Ok(default);
+            return Ok(None);
         }
         let value: f32 = var_parsed(name)?;
         if !(0.0..=1.0).contains(&value) {
             bail!("{name} must be between 0 and 1 (or auto), got {value}");
         }
-        Ok(value)
+        Ok(Some(value))
     };
+    let configured = unit("similarity_threshold")?;
     let (threshold, reworded) = thresholds(
         &defaults,
-        unit("similarity_threshold", defaults.similarity)?,
-        unit("reworded_similarity", defaults.reworded)?,
+        configured.unwrap_or(defaults.similarity),
+        unit("reworded_similarity")?.unwrap_or(defaults.reworded),
         requested,
     );
+    let level = match level {
+        Some(level) => level,
+        None => {
+            let configured = var("cache_judge")?;
+            JudgeLevel::parse(&configured).ok_or_else(|| {
+                anyhow!("cache_judge must be strict, default or lenient, got {configured:?}")
+            })?
+        }
+    };
+    let fallback = defaults.fallback.max(threshold);
     Ok(Settings {
         index: cache_index(&var("cache_index")?, model),
         prefix: cache_model_prefix(model),
         dimension: var_parsed("vector_dimension")?,
         threshold,
-        policy: Policy {
-            reworded_similarity: reworded,
+        chosen: requested
+            .map(|t| t.clamp(defaults.floor, 1.0))
+            .or(configured),
+        level,
+        fallback_threshold: fallback,
+        fallback_policy: Policy {
+            reworded_similarity: reworded.max(fallback),
             ..Policy::default()
         },
     })
@@ -95,16 +154,11 @@ mod tests {
         similarity: 0.8,
         reworded: 0.85,
         floor: 0.7,
+        fallback: 0.9,
     };
 
     fn settings(dimension: usize) -> Settings {
-        Settings {
-            index: "i".into(),
-            prefix: "p".into(),
-            dimension,
-            threshold: 0.8,
-            policy: Policy::default(),
-        }
+        Settings::example("i", "p", dimension)
     }
 
     #[test]

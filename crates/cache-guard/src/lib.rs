@@ -164,6 +164,24 @@ pub struct Policy {
     pub reworded_similarity: f32,
 }
 
+impl Policy {
+    /// Only the cheap vetoes that a learned judge leaves standing
+    /// (language, numbers, units, negation, dates): the checks that see
+    /// what an embedding cannot.
+    pub fn vetoes_only() -> Self {
+        Self {
+            skip: vec![
+                Mismatch::Direction,
+                Mismatch::Order,
+                Mismatch::Content,
+                Mismatch::Name,
+                Mismatch::Reworded,
+            ],
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Self {

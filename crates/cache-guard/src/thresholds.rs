@@ -11,6 +11,9 @@ pub struct Thresholds {
     pub reworded: f32,
     /// The lowest `similarity` a request may ask for (`cache_threshold`).
     pub floor: f32,
+    /// The similarity every candidate needs where the judge cannot be
+    /// asked (a plain Spin host): the guard alone, made stricter.
+    pub fallback: f32,
 }
 
 /// Thresholds by model name; `*` matches any model.
@@ -43,8 +46,8 @@ impl ThresholdTable {
     }
 
     /// A table given as configuration: `model=similarity:reworded:floor`
-    /// entries separated by `;` (white space allowed around them). Empty:
-    /// the built-in table.
+    /// entries, optionally with `:fallback`, separated by `;` (white space
+    /// allowed around them). Empty: the built-in table.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.trim().is_empty() {
             return Ok(Self::built_in());
@@ -92,10 +95,14 @@ fn row(model: &str, values: &[&str]) -> Result<(String, Thresholds), String> {
             _ => Err(format!("{model}: {v:?} is not a number between 0 and 1")),
         }
     };
-    let [similarity, reworded, floor] = values else {
-        return Err(format!(
-            "{model}: want similarity:reworded:floor, got {values:?}"
-        ));
+    let (similarity, reworded, floor, fallback) = match values {
+        [s, r, f] => (s, r, f, r),
+        [s, r, f, b] => (s, r, f, b),
+        _ => {
+            return Err(format!(
+                "{model}: want similarity:reworded:floor[:fallback], got {values:?}"
+            ))
+        }
     };
     if model.is_empty() {
         return Err("a threshold entry names no model".into());
@@ -104,10 +111,12 @@ fn row(model: &str, values: &[&str]) -> Result<(String, Thresholds), String> {
         similarity: unit(similarity)?,
         reworded: unit(reworded)?,
         floor: unit(floor)?,
+        fallback: unit(fallback)?,
     };
-    if t.floor > t.similarity || t.reworded < t.similarity {
+    if t.floor > t.similarity || t.reworded < t.similarity || t.fallback < t.reworded {
         return Err(format!(
-            "{model}: want floor <= similarity <= reworded, got {similarity}:{reworded}:{floor}"
+            "{model}: want floor <= similarity <= reworded <= fallback, got \
+             {similarity}:{reworded}:{floor}:{fallback}"
         ));
     }
     Ok((model.to_string(), t))
@@ -133,6 +142,13 @@ mod tests {
         let t = ThresholdTable::parse(" all-minilm-l6-v2 = 0.7:0.9:0.6 ; *=0.9:0.95:0.9").unwrap();
         assert_eq!(t.for_model("local:all-minilm-l6-v2").similarity, 0.7);
         assert_eq!(t.for_model("local:multilingual-e5-small").similarity, 0.9);
+        assert_eq!(
+            t.for_model("x").fallback,
+            0.95,
+            "the fallback defaults to reworded"
+        );
+        let strict = ThresholdTable::parse("e5=0.8:0.85:0.7:0.9").unwrap();
+        assert_eq!(strict.for_model("e5").fallback, 0.9);
         let only = ThresholdTable::parse("x=0.5:0.6:0.4").unwrap();
         assert_eq!(only.for_model("multilingual-e5-small").similarity, 0.85);
         assert_eq!(
@@ -150,6 +166,8 @@ mod tests {
             "e5=1.2:1.3:0.5",
             "e5=0.8:0.7:0.5",
             "e5=0.8:0.9:0.85",
+            "e5=0.8:0.9:0.7:0.85",
+            "e5=0.8:0.9:0.7:0.95:1",
             "=0.8:0.9:0.7",
         ] {
             assert!(ThresholdTable::parse(bad).is_err(), "{bad}");

@@ -27,6 +27,10 @@ pub struct ProcessRequest {
     /// the semantic tier, for this request only.
     #[serde(default)]
     pub cache_threshold: Option<f32>,
+    /// How sure the cache's judge must be that a nearby prompt asks the
+    /// same thing, for this request only (`cache_judge` variable otherwise).
+    #[serde(default)]
+    pub cache_judge: Option<crate::JudgeLevel>,
 }
 
 impl ProcessRequest {

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod events;
 pub mod ids;
+pub mod judge;
 pub mod keys;
 pub mod stages;
 pub mod trace;
@@ -29,6 +30,10 @@ pub use events::{
     RawEvent, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, EVENT_VERSION, RAW_TOPIC, RESULT_TOPIC,
 };
 pub use ids::{valid_scope, valid_task_id, valid_tenant, DEFAULT_TENANT};
+pub use judge::{
+    JudgeCandidate, JudgeLevel, JudgeReply, JudgeRequest, JudgeThresholds, JUDGE_MODEL,
+    MAX_JUDGE_CANDIDATES,
+};
 pub use keys::{
     task_key, vector_key, API_CACHE_FILL_CHANNEL, CACHE_FILL_CHANNEL, COMPLETION_CHANNEL,
 };

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Generation, TaskResult, TaskStatus};
+use crate::{Generation, JudgeLevel, TaskResult, TaskStatus};
 
 /// Texts one `POST /embed` may carry: bounds the work one call asks for.
 pub const MAX_EMBED_TEXTS: usize = 64;
@@ -45,6 +45,9 @@ pub struct LookupRequest {
     /// This request's similarity threshold, if it asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// This request's `cache_judge`, if it asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeLevel>,
 }
 
 /// Which tier of the cache answered.
@@ -68,6 +71,9 @@ pub struct CacheHit {
     /// The entry's id, for `POST /admin/cache/invalidate`.
     pub entry: String,
     pub scope: String,
+    /// The judge's score, when the judge accepted this semantic hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_score: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -53,6 +53,14 @@ pub struct App {
 }
 
 impl App {
+    /// Loads the cache's judge now, if a component uses it, rather than
+    /// on the first lookup (loading takes seconds on a busy machine).
+    pub async fn preload(&self) {
+        if let Some(Err(e)) = self.shared.models.judge().await {
+            tracing::warn!("the judge is not available, the cache will use its guard: {e}");
+        }
+    }
+
     /// The component a public request path goes to, with its matched route.
     pub fn route(&self, path: &str) -> Option<(usize, String)> {
         self.routes

@@ -151,6 +151,7 @@ impl ChatRequest {
             temperature: self.temperature,
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             cache_threshold: None,
+            cache_judge: None,
         })
     }
 }

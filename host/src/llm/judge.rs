@@ -1,0 +1,480 @@
+//! The near-duplicate judge (issue 22), served as `llm.infer` model
+//! `aies-judge`: "does the asked prompt ask the same thing as this cached
+//! one?" as a probability.
+//!
+//! It aligns the two prompts' token vectors from the first
+//! [`JUDGE_LAYERS`] layers of multilingual-e5-small, where a replaced or
+//! swapped word is still itself (the last layer is so contextual that a
+//! trap's words align as well as a paraphrase's: docs/measurements.md),
+//! adds a few lexical features, and scores them with a logistic regression
+//! trained by `make judge` on the tuning split
+//! (`scripts/judge-train.py`, from the features [`features`] computes,
+//! dumped by `aies-judge-train`). Its weights and thresholds are
+//! `judge.json` in the model's folder: trained here, never downloaded.
+
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+
+use aies_cache_guard::{verify, Analysis, Match, Policy};
+use aies_contract::{JudgeReply, JudgeRequest, JudgeThresholds, MAX_JUDGE_CANDIDATES};
+
+use super::model::SentenceBert;
+
+/// Transformer layers whose token vectors the judge aligns.
+pub const JUDGE_LAYERS: usize = 2;
+/// multilingual-e5's prefix for a query, left out of the alignment.
+pub const JUDGE_PREFIX: &str = "query: ";
+/// The weights for an embedding model the judge was not trained with.
+pub const ANY_MODEL: &str = "*";
+/// Characters of a prompt the judge reads (the tokenizer keeps 256 tokens).
+const MAX_CHARS: usize = 4096;
+
+/// The features' names, in [`features`]' order: the training script's
+/// columns and `judge.json`'s weights.
+pub const FEATURES: [&str; 31] = [
+    "similarity",
+    "ordered_over_free",
+    "cached_unmatched_07",
+    "asked_unmatched_07",
+    "recall",
+    "precision",
+    "f1",
+    "worst_match_min",
+    "worst_match_max",
+    "mean_minus_worst",
+    "crossed_alignments",
+    "length_ratio",
+    "cached_below_05",
+    "cached_below_06",
+    "cached_below_08",
+    "cached_below_09",
+    "asked_below_05",
+    "asked_below_06",
+    "asked_below_08",
+    "asked_below_09",
+    "cached_two_worst",
+    "asked_two_worst",
+    "crossed_content_words",
+    "same_words",
+    "content_jaccard",
+    "same_content_words",
+    "cached_only_words",
+    "asked_only_words",
+    "reordered_content",
+    "content_words",
+    "guard_same_words",
+];
+
+/// One pair's features: `cached` and `asked` are the two prompts (without
+/// the prefix), `*_tokens` their token vectors (unit length), `similarity`
+/// the embedding model's cosine of the two.
+pub fn features(
+    cached: &str,
+    asked: &str,
+    cached_tokens: &[Vec<f32>],
+    asked_tokens: &[Vec<f32>],
+    similarity: f32,
+) -> Vec<f32> {
+    let mut out = vec![similarity];
+    out.extend(alignment(cached_tokens, asked_tokens));
+    out.extend(lexical(cached, asked));
+    debug_assert_eq!(out.len(), FEATURES.len());
+    out
+}
+
+fn mean(xs: &[f32]) -> f32 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.iter().sum::<f32>() / xs.len() as f32
+}
+
+fn share_below(xs: &[f32], t: f32) -> f32 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.iter().filter(|x| **x < t).count() as f32 / xs.len() as f32
+}
+
+fn min(xs: &[f32]) -> f32 {
+    xs.iter().copied().fold(f32::INFINITY, f32::min)
+}
+
+fn two_worst(xs: &[f32]) -> f32 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    mean(&sorted[..sorted.len().min(2)])
+}
+
+/// Share of the pairs of `order` (positions, in the first text's order)
+/// that the second text crosses.
+fn crossed(order: &[usize]) -> f32 {
+    let (mut crossing, mut all) = (0usize, 0usize);
+    for (i, x) in order.iter().enumerate() {
+        for y in &order[i + 1..] {
+            all += 1;
+            crossing += usize::from(x > y);
+        }
+    }
+    if all == 0 {
+        0.0
+    } else {
+        crossing as f32 / all as f32
+    }
+}
+
+/// BERTScore-style greedy alignment of the two prompts' token vectors,
+/// with the best order-keeping alignment against the free one (a swap
+/// keeps every word but crosses its alignments).
+fn alignment(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
+    let (m, n) = (a.len(), b.len());
+    if m == 0 || n == 0 {
+        return vec![0.0; 21];
+    }
+    let s: Vec<Vec<f32>> = a
+        .iter()
+        .map(|x| {
+            b.iter()
+                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum())
+                .collect()
+        })
+        .collect();
+    let ra: Vec<f32> = s.iter().map(|row| min_neg(row)).collect();
+    let pb: Vec<f32> = (0..n)
+        .map(|j| s.iter().map(|row| row[j]).fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let best: Vec<usize> = s
+        .iter()
+        .map(|row| {
+            (0..n)
+                .max_by(|x, y| row[*x].total_cmp(&row[*y]).then(y.cmp(x)))
+                .unwrap_or(0)
+        })
+        .collect();
+    let confident: Vec<usize> = (0..m).filter(|i| ra[*i] > 0.85).map(|i| best[i]).collect();
+    let mut dp = vec![vec![0f32; n + 1]; m + 1];
+    for i in 1..=m {
+        for j in 1..=n {
+            let diagonal = dp[i - 1][j - 1] + (s[i - 1][j - 1] - 0.5).max(0.0);
+            dp[i][j] = dp[i - 1][j].max(dp[i][j - 1]).max(diagonal);
+        }
+    }
+    let over = |xs: &[f32]| xs.iter().map(|x| (x - 0.5).max(0.0)).sum::<f32>();
+    let free = (over(&ra) + over(&pb)) / 2.0;
+    let (r, p) = (mean(&ra), mean(&pb));
+    let (min_a, min_b) = (min(&ra), min(&pb));
+    let mut out = vec![
+        dp[m][n] / free.max(1e-6),
+        share_below(&ra, 0.7),
+        share_below(&pb, 0.7),
+        r,
+        p,
+        if r + p > 0.0 {
+            2.0 * r * p / (r + p)
+        } else {
+            0.0
+        },
+        min_a.min(min_b),
+        min_a.max(min_b),
+        (r - min_a).max(p - min_b),
+        crossed(&confident),
+        m.min(n) as f32 / m.max(n) as f32,
+    ];
+    for t in [0.5, 0.6, 0.8, 0.9] {
+        out.push(share_below(&ra, t));
+    }
+    for t in [0.5, 0.6, 0.8, 0.9] {
+        out.push(share_below(&pb, t));
+    }
+    out.push(two_worst(&ra));
+    out.push(two_worst(&pb));
+    out
+}
+
+/// The row's best match.
+fn min_neg(row: &[f32]) -> f32 {
+    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Words folded: lower case, accents dropped, split on what is not a
+/// letter, digit or underscore.
+fn words(s: &str) -> Vec<String> {
+    let folded: String = s
+        .to_lowercase()
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .collect();
+    folded
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+const STOP: &str = "the a an of to in on for and or is are was were be do does did i my me you \
+    your it this that what how which who whom why when where can could should would will with \
+    from by as at about into than then so if el la los las un una de del al y o es son fue ser \
+    que como cual quien por para con en mi mis te tu tus se lo le les su sus";
+
+fn lexical(a: &str, b: &str) -> Vec<f32> {
+    let stop: HashSet<&str> = STOP.split_whitespace().collect();
+    let (wa, wb) = (words(a), words(b));
+    let content = |ws: &[String]| -> Vec<String> {
+        ws.iter()
+            .filter(|w| !stop.contains(w.as_str()))
+            .cloned()
+            .collect()
+    };
+    let (ca, cb) = (content(&wa), content(&wb));
+    let sa: HashSet<&String> = ca.iter().collect();
+    let sb: HashSet<&String> = cb.iter().collect();
+    let union = sa.union(&sb).count();
+    let jaccard = sa.intersection(&sb).count() as f32 / union.max(1) as f32;
+    let (mut sorted_a, mut sorted_b) = (ca.clone(), cb.clone());
+    sorted_a.sort();
+    sorted_b.sort();
+    let reordered = sorted_a == sorted_b && ca != cb;
+    // The shared content words in a's order (first occurrences), at their
+    // first place in b.
+    let mut seen = HashSet::new();
+    let order: Vec<usize> = ca
+        .iter()
+        .filter(|w| seen.insert(w.as_str()))
+        .filter_map(|w| cb.iter().position(|x| x == w))
+        .collect();
+    // The guard's reading: the same meaningful words (stems, synonyms),
+    // no direction or role swapped that it can see.
+    let same = verify(
+        &Analysis::new(b),
+        &Analysis::new(a),
+        1.0,
+        &Policy::default(),
+    );
+    vec![
+        crossed(&order),
+        f32::from(u8::from(wa == wb)),
+        jaccard,
+        f32::from(u8::from(jaccard == 1.0)),
+        sa.difference(&sb).count().min(3) as f32,
+        sb.difference(&sa).count().min(3) as f32,
+        f32::from(u8::from(reordered)),
+        union as f32,
+        f32::from(u8::from(same == Ok(Match::Same))),
+    ]
+}
+
+/// A logistic regression over standardized features, for one embedding
+/// model's similarities.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ModelWeights {
+    pub mean: Vec<f32>,
+    pub scale: Vec<f32>,
+    pub coef: Vec<f32>,
+    pub intercept: f32,
+    pub candidate_similarity: f32,
+    pub thresholds: JudgeThresholds,
+}
+
+impl ModelWeights {
+    pub fn probability(&self, x: &[f32]) -> f32 {
+        let z: f32 = x
+            .iter()
+            .zip(&self.mean)
+            .zip(&self.scale)
+            .zip(&self.coef)
+            .map(|(((x, m), s), c)| (x - m) / s * c)
+            .sum::<f32>()
+            + self.intercept;
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+/// `judge.json`: what `scripts/judge-train.py` wrote.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct JudgeWeights {
+    pub features: Vec<String>,
+    pub layers: usize,
+    pub models: BTreeMap<String, ModelWeights>,
+}
+
+impl JudgeWeights {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "{} is missing: run `make judge` (it trains the judge on the tuning split)",
+                path.display()
+            )
+        })?;
+        let weights: Self =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if weights.features != FEATURES || weights.layers != JUDGE_LAYERS {
+            bail!(
+                "{} was trained on other features: run `make judge` again",
+                path.display()
+            );
+        }
+        for (model, w) in &weights.models {
+            let n = FEATURES.len();
+            if w.mean.len() != n || w.scale.len() != n || w.coef.len() != n {
+                bail!("{}: weights for {model} are not {n} long", path.display());
+            }
+        }
+        Ok(weights)
+    }
+}
+
+/// The judge: e5's first layers for the token vectors, and the weights
+/// (absent while training, when only features are asked for).
+pub struct JudgeEngine {
+    encoder: SentenceBert,
+    weights: Option<JudgeWeights>,
+}
+
+impl JudgeEngine {
+    /// The encoder from `dir` (multilingual-e5-small's files) and
+    /// `dir/judge.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let weights = JudgeWeights::load(&dir.join("judge.json"))?;
+        Ok(Self {
+            encoder: SentenceBert::load_layers(dir, Some(JUDGE_LAYERS))?,
+            weights: Some(weights),
+        })
+    }
+
+    /// The encoder alone, for computing features to train on.
+    pub fn encoder_only(e5_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            encoder: SentenceBert::load_layers(e5_dir, Some(JUDGE_LAYERS))?,
+            weights: None,
+        })
+    }
+
+    /// Each text's token vectors, in one forward pass.
+    pub fn token_vectors(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let prefixed: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let t: String = t.chars().take(MAX_CHARS).collect();
+                format!("{JUDGE_PREFIX}{t}")
+            })
+            .collect();
+        Ok(self
+            .encoder
+            .token_vectors(&prefixed, JUDGE_PREFIX.len())?
+            .into_iter()
+            .map(|t| t.vectors)
+            .collect())
+    }
+
+    /// Answers one question: every candidate's score, in one forward pass.
+    pub fn judge(&self, req: &JudgeRequest) -> Result<JudgeReply> {
+        let Some(weights) = &self.weights else {
+            bail!("the judge has no weights loaded");
+        };
+        // A model it has no weights for (a remote provider): the weights
+        // fitted without the cosine, which it then does not read.
+        let (w, known) = match weights.models.get(&req.model) {
+            Some(w) => (w, true),
+            None => match weights.models.get(ANY_MODEL) {
+                Some(w) => (w, false),
+                None => bail!(
+                    "judge.json has no weights for {:?} nor {ANY_MODEL:?}",
+                    req.model
+                ),
+            },
+        };
+        if req.candidates.len() > MAX_JUDGE_CANDIDATES {
+            bail!("at most {MAX_JUDGE_CANDIDATES} candidates per question");
+        }
+        let mut texts = vec![req.asked.as_str()];
+        texts.extend(req.candidates.iter().map(|c| c.prompt.as_str()));
+        let vectors = self.token_vectors(&texts)?;
+        let scores = req
+            .candidates
+            .iter()
+            .zip(&vectors[1..])
+            .map(|(c, tokens)| {
+                let similarity = if known { c.similarity } else { 0.0 };
+                let x = features(&c.prompt, &req.asked, tokens, &vectors[0], similarity);
+                w.probability(&x)
+            })
+            .collect();
+        Ok(JudgeReply {
+            scores,
+            candidate_similarity: w.candidate_similarity,
+            thresholds: w.thresholds,
+        })
+    }
+}
+
+/// Features of many pairs (cached, asked, similarity per model), their
+/// texts run through the encoder in batches: for training.
+pub fn pair_features(engine: &JudgeEngine, pairs: &[(String, String)]) -> Result<Vec<Vec<f32>>> {
+    let mut texts: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    texts.sort();
+    texts.dedup();
+    let mut tokens: HashMap<&str, Vec<Vec<f32>>> = HashMap::new();
+    for chunk in texts.chunks(16) {
+        for (text, rows) in chunk.iter().zip(engine.token_vectors(chunk)?) {
+            tokens.insert(text, rows);
+        }
+    }
+    Ok(pairs
+        .iter()
+        .map(|(a, b)| features(a, b, &tokens[a.as_str()], &tokens[b.as_str()], 0.0)[1..].to_vec())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn words_are_folded_and_split() {
+        assert_eq!(
+            words("¿Cuánto cuesta el_envío?"),
+            ["cuanto", "cuesta", "el_envio"]
+        );
+    }
+
+    #[test]
+    fn a_swap_keeps_the_words_and_crosses_their_order() {
+        let x = lexical("Did Google buy YouTube?", "Did YouTube buy Google?");
+        assert_eq!(x[0], 1.0, "every shared pair crossed");
+        assert_eq!(x[2], 1.0, "the same content words");
+        assert_eq!(x[6], 1.0, "reordered");
+        let same = lexical("Did Google buy YouTube?", "did google buy youtube");
+        assert_eq!((same[0], same[1], same[6]), (0.0, 1.0, 0.0));
+    }
+
+    #[test]
+    fn alignment_sees_a_replaced_token() {
+        let (x, y, z) = (unit(&[1.0, 0.0]), unit(&[0.0, 1.0]), unit(&[1.0, 1.0]));
+        let same = alignment(&[x.clone(), y.clone()], &[x.clone(), y.clone()]);
+        let replaced = alignment(&[x.clone(), y.clone()], &[x.clone(), z]);
+        assert_eq!(same[3], 1.0, "recall of identical tokens");
+        assert!(replaced[3] < same[3]);
+        assert!(
+            replaced[6] < 0.75,
+            "the worst match shows the replaced token"
+        );
+        assert_eq!(alignment(&[], &[x]), vec![0.0; 21]);
+    }
+
+    #[test]
+    fn features_have_their_names() {
+        let x = vec![unit(&[1.0, 2.0])];
+        assert_eq!(features("a b", "a b", &x, &x, 0.9).len(), FEATURES.len());
+    }
+}
