@@ -225,7 +225,12 @@ mod tests {
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(
             samples,
-            METRICS.len() + FILL_WAITS.len() + STATES.len() + aies_cache_guard::Mismatch::ALL.len()
+            METRICS.len()
+                + FILL_WAITS.len()
+                + STATES.len()
+                + aies_cache_guard::Mismatch::ALL.len()
+                + 1 // the judge
         );
+        assert!(text.contains("\naies_cache_guard_refused_total{reason=\"judge\"} 0\n"));
     }
 }
