@@ -50,9 +50,14 @@ def fit(features, labels):
     )
 
 
+# Unrelated pairs teach the judge that different questions differ; they
+# are too easy to count among the traps a threshold is chosen on.
+hard = kinds != "unrelated"
+
+
 def rates(served):
     return {
-        lang: (served[(langs == lang) & y].mean(), served[(langs == lang) & ~y].mean())
+        lang: (served[(langs == lang) & y].mean(), served[(langs == lang) & ~y & hard].mean())
         for lang in LANGS
     }
 
@@ -78,7 +83,7 @@ for model, m in models.items():
                 served = exact | (candidate & (prob >= t))
                 if all(r[1] <= share for r in rates(served).values()):
                     break
-            found[level] = (round(float(t), 3), rates(served))
+            found[level] = (round(float(t), 3), rates(served), served[~hard].mean())
         return found
 
     def default_hits(floor):
@@ -88,10 +93,10 @@ for model, m in models.items():
     found = levels(floor)
     print(f"{model} (tuning split, {len(y)} pairs, 5-fold cross-validated; thresholds and the candidate similarity chosen on these same predictions)")
     print(f"  candidate similarity >= {floor}")
-    for level, (t, r) in found.items():
+    for level, (t, r, unrelated) in found.items():
         line = "  ".join(f"{lang}: hits {h:.1%} traps {tr:.1%}" for lang, (h, tr) in r.items())
-        print(f"  {level:8s} p >= {t:.3f}  {line}")
-    thresholds = {level: t for level, (t, _) in found.items()}
+        print(f"  {level:8s} p >= {t:.3f}  {line}  unrelated {unrelated:.1%}")
+    thresholds = {level: t for level, (t, _, _) in found.items()}
     final = fit(features, y)
     scaler, lr = final[0], final[1]
     out["models"][model] = {

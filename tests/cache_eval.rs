@@ -293,13 +293,15 @@ fn judge_table(split: &str, judged: &[Judged], w: &ModelWeights, fallback: f32, 
         for hit in [true, false] {
             let label = if hit { "hit" } else { "trap" };
             row(format!("{lang} | all | {label}"), &|p: &Pair| {
-                p.lang == lang && p.hit() == hit
+                p.lang == lang && p.hit() == hit && p.kind != "unrelated"
             });
         }
     }
     println!();
     for lang in ["en", "es"] {
-        let of = |hit: bool| move |p: &Pair| p.lang == lang && p.hit() == hit;
+        // Unrelated pairs (tuning only) are too easy to count as traps.
+        let of =
+            |hit: bool| move |p: &Pair| p.lang == lang && p.hit() == hit && p.kind != "unrelated";
         for level in LEVELS {
             println!(
                 "summary-judge {split} {} {lang}: hits {} traps {}",

@@ -149,29 +149,38 @@ async fn each_trap_kind_is_refused_and_paraphrases_are_served() {
     }
 }
 
-/// `cache_judge` per request: a paraphrase the default level serves, the
-/// strict level refuses (also when its alias was left by the default
-/// level); an unknown level is a 400.
+/// `cache_judge` per request: a paraphrase that only the lenient level
+/// serves (e5 judge score about 0.85: default needs 0.90, lenient 0.63,
+/// from `make judge`); an unknown level is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_chooses_how_sure_the_judge_must_be() {
     let fake = FakeLlm::start().await;
     let system = System::start(Options::new("judge-level").llm(&fake, "openai")).await;
     let (cached, asked) = (
-        "How do I renew my passport?",
-        "What's the process for renewing my passport?",
+        "¿Por qué el cielo es azul?",
+        "¿Qué hace que el cielo se vea azul?",
     );
-    system
-        .complete_json(json!({ "prompt": cached }), None)
-        .await;
-    let (status, strict) = system
-        .process_json(json!({"prompt": asked, "cache_judge": "strict"}), None)
-        .await;
-    assert_eq!(status, 202, "strict refuses: {strict}");
-    let (status, default) = system
-        .process_json(json!({"prompt": asked, "cache_judge": "default"}), None)
-        .await;
-    assert_eq!(status, 200, "default serves: {default}");
-    assert!(default["cache"]["judge_score"].as_f64().unwrap() >= 0.5);
+    // A tenant per level: a refused ask caches its own answer.
+    for (level, served) in [("strict", false), ("default", false), ("lenient", true)] {
+        let tenant = format!("level-{level}");
+        system
+            .complete_json(json!({ "prompt": cached }), Some(&tenant))
+            .await;
+        let (status, body) = system
+            .process_json(
+                json!({"prompt": asked, "cache_judge": level}),
+                Some(&tenant),
+            )
+            .await;
+        assert_eq!(status, if served { 200 } else { 202 }, "{level}: {body}");
+        if served {
+            assert_eq!(body["cache"]["matched_prompt"], cached, "{body}");
+            assert!(
+                body["cache"]["judge_score"].as_f64().unwrap() >= 0.5,
+                "{body}"
+            );
+        }
+    }
     let (status, bad) = system
         .process_json(json!({"prompt": asked, "cache_judge": "maybe"}), None)
         .await;
