@@ -1,5 +1,5 @@
 # The Spin app on the aies-host runner: spin.toml, the five components and
-# the offline embedding models. Build from the repository root:
+# the offline embedding models and judge. Build from the repository root:
 #   docker build -f deploy/docker/app.Dockerfile -t ai-eventstream/app .
 # The build stage compiles everything (a Rust image with Python). A context
 # that already holds `prebuilt/` (deploy/docker/stage.sh, from `make build`)
@@ -28,7 +28,11 @@ RUN set -eu; mkdir -p /out/app/.spin; \
       python3 -m venv "$AIES_VENV"; \
       "$AIES_VENV/bin/pip" install -q -r scripts/requirements-tools.txt; \
       scripts/models.sh; \
+      scripts/judge.sh; \
       cp -rL .spin/ai-models /out/app/.spin/; \
+      for f in model.safetensors tokenizer.json config.json; do \
+        ln -sfn "../multilingual-e5-small/$f" "/out/app/.spin/ai-models/aies-judge/$f"; \
+      done; \
     fi; \
     chmod -R a+rX /out
 

@@ -32,6 +32,10 @@ mkdir -p "$app/components/target/wasm32-wasip2/release" "$app/.spin"
 cp "$here/spin.toml" "$app/"
 cp "$wasm"/*.wasm "$app/components/target/wasm32-wasip2/release/"
 cp -rL "$here/.spin/ai-models" "$app/.spin/"
+# The judge runs e5's first layers: its files once, not twice (470 MB).
+for f in model.safetensors tokenizer.json config.json; do
+  ln -sfn "../multilingual-e5-small/$f" "$app/.spin/ai-models/aies-judge/$f"
+done
 
 context bridge
 strip -o "$out/bridge/prebuilt/aies-bridge" "$bin/aies-bridge"
