@@ -12,9 +12,13 @@ secret() { # file variable...
   shift
   if [ ! -s "$file" ]; then
     umask 077
-    od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file.$$"
-    ln "$file.$$" "$file" 2>/dev/null || true
-    rm -f "$file.$$"
+    # A name of its own: every container's shell is PID 1, so "$file.$$"
+    # was one file for all, and a second container truncated the secret
+    # the first had just linked (seen: an app with an empty invoke token).
+    tmp=$(mktemp "$file.XXXXXX")
+    od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$tmp"
+    ln "$tmp" "$file" 2>/dev/null || true
+    rm -f "$tmp"
   fi
   value=$(cat "$file")
   for var; do
