@@ -142,7 +142,7 @@ fn alignment(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
                 .collect()
         })
         .collect();
-    let ra: Vec<f32> = s.iter().map(|row| min_neg(row)).collect();
+    let ra: Vec<f32> = s.iter().map(|row| best_match(row)).collect();
     let pb: Vec<f32> = (0..n)
         .map(|j| s.iter().map(|row| row[j]).fold(f32::NEG_INFINITY, f32::max))
         .collect();
@@ -195,7 +195,7 @@ fn alignment(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
 }
 
 /// The row's best match.
-fn min_neg(row: &[f32]) -> f32 {
+fn best_match(row: &[f32]) -> f32 {
     row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
