@@ -76,6 +76,14 @@ with sync_playwright() as p:
     assert first[1].get_attribute("title") == stats["latest"][0]["task_id"]
     assert first[3].inner_text() == stats["latest"][0]["status"]
     assert len(page.query_selector_all("#partitions tr")) == len(stats["kafka"]["partitions"]) > 0
+    # Every member, in /stats's order, with its state (or "stale").
+    members = page.evaluate(
+        "() => [...document.querySelectorAll('#members tr')].map(r => [r.cells[0].innerText, r.cells[1].innerText, r.cells[3].innerText])"
+    )
+    everyone = stats["members"]["bridges"] + stats["members"]["apps"]
+    want = [[m["kind"], m["id"], "stale" if m["stale"] else m["state"]] for m in everyone]
+    assert members == want, f"the page shows members {members}, /stats says {want}"
+    assert {m[0] for m in members} == {"bridge", "app"}, members
     assert "live" in page.inner_text("#updated")
     page.screenshot(path=screenshot, full_page=True)
 
@@ -89,4 +97,4 @@ with sync_playwright() as p:
     browser.close()
 
 assert not problems, problems
-print(f"browser: ok ({compared} numbers compared, {len(rows)} tasks, {blocks} operations in /docs)")
+print(f"browser: ok ({compared} numbers compared, {len(rows)} tasks, {len(members)} members, {blocks} operations in /docs)")

@@ -399,6 +399,10 @@ pub struct Options {
     pub invoke_timeout_secs: Option<u64>,
     /// The bridge's `header_read_timeout_secs` (its default otherwise).
     pub bridge_header_read_timeout_secs: Option<u64>,
+    /// An ACL user made on the test's Redis before the app starts, and the
+    /// app's `redis_username` / `redis_password`: (user, its rules, the
+    /// password the app is given).
+    pub redis_user: Option<(&'static str, &'static str, &'static str)>,
 }
 
 impl Options {
@@ -418,6 +422,7 @@ impl Options {
             header_read_timeout: None,
             invoke_timeout_secs: None,
             bridge_header_read_timeout_secs: None,
+            redis_user: None,
         }
     }
 
@@ -440,6 +445,8 @@ impl Options {
 }
 
 pub const INVOKE_TOKEN: &str = "test-invoke-token";
+/// How often the system's bridges and host report themselves (`/stats`).
+pub const MEMBER_REPORT_MS: u64 = 500;
 /// What ingest sends to the bridge's `/enqueue`.
 pub const ENQUEUE_TOKEN: &str = "test-enqueue-token";
 /// The bridge's key (seals, keyed task ids).
@@ -466,6 +473,22 @@ impl System {
     pub async fn start(options: Options) -> Self {
         let redis = Redis::start();
         let topics = Topics::create(options.test, options.partitions).await;
+        let mut options = options;
+        if let Some((user, rules, password)) = options.redis_user {
+            let mut conn = redis.connection(0).await;
+            let mut acl = redis::cmd("ACL");
+            acl.arg("SETUSER").arg(user).arg("reset");
+            for rule in rules.split_whitespace() {
+                acl.arg(rule);
+            }
+            let () = acl.query_async(&mut conn).await.expect("ACL SETUSER");
+            options
+                .variables
+                .insert("redis_username".into(), user.into());
+            options
+                .variables
+                .insert("redis_password".into(), password.into());
+        }
 
         let mut bridge_config = BridgeConfig::defaults();
         bridge_config.brokers = broker().bootstrap.clone();
@@ -480,6 +503,8 @@ impl System {
         bridge_config.bridge_key = BRIDGE_KEY.into();
         bridge_config.retry_backoff_ms = 50;
         bridge_config.max_attempts = 3;
+        // Members report twice a second: a silent one is stale in 1.5 s.
+        bridge_config.member_report_ms = MEMBER_REPORT_MS;
         if let Some(n) = options.max_in_flight {
             bridge_config.max_in_flight = aies_bridge::in_flight::InFlight::Fixed(n);
         }
@@ -511,6 +536,7 @@ impl System {
         }
         host_config.variables = options.variables;
         host_config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        host_config.member_report = Some(Duration::from_millis(MEMBER_REPORT_MS));
         if let Some(t) = options.header_read_timeout {
             host_config.header_read_timeout = t;
         }

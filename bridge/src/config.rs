@@ -1,8 +1,9 @@
 //! The bridge's settings: flags, each with an environment variable.
 
+use aies_contract::members::REPORT_EVERY_MS;
 use aies_contract::{
-    valid_tenant, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, DEFAULT_TENANT, RAW_TOPIC,
-    RESULT_TOPIC,
+    valid_task_id, valid_tenant, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, DEFAULT_TENANT,
+    RAW_TOPIC, RESULT_TOPIC,
 };
 use clap::Parser;
 
@@ -163,6 +164,20 @@ pub struct BridgeConfig {
     /// Longest wait for one invocation, in seconds.
     #[arg(long, env = "AIES_INVOKE_TIMEOUT_SECS", default_value_t = 150)]
     pub invoke_timeout_secs: u64,
+    /// A file of librdkafka connection properties (TLS, SASL), `key=value`
+    /// lines; `AIES_KAFKA_<PROPERTY>` variables win over it (see
+    /// docs/operations.md, "Real clusters").
+    #[arg(long, env = "AIES_KAFKA_CONFIG_FILE")]
+    pub kafka_config_file: Option<std::path::PathBuf>,
+    /// This bridge's name on `/stats` and the dashboard; default: its host
+    /// name and a random suffix (a restarted bridge is a new member).
+    #[arg(long, env = "AIES_MEMBER_ID", value_parser = parse_member_id)]
+    pub member_id: Option<String>,
+    /// Milliseconds between two reports of itself to the app
+    /// (`POST /invoke/member`); 0: it does not report.
+    #[arg(long, env = "AIES_MEMBER_REPORT_MS", default_value_t = REPORT_EVERY_MS,
+          value_parser = parse_report_ms)]
+    pub member_report_ms: u64,
 }
 
 impl BridgeConfig {
@@ -220,11 +235,42 @@ impl BridgeConfig {
     /// The app's health route, beside llm-invoke's: tells an outage of the
     /// pipeline (app or Redis down) from a failure of one event.
     pub fn health_url(&self) -> anyhow::Result<reqwest::Url> {
+        self.app_url("/health")
+    }
+
+    /// Where the bridge reports itself: beside llm-invoke's `/invoke`.
+    pub fn member_url(&self) -> anyhow::Result<reqwest::Url> {
+        let mut url = self.app_url("")?;
+        let path = format!("{}/member", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Ok(url)
+    }
+
+    fn app_url(&self, path: &str) -> anyhow::Result<reqwest::Url> {
         let mut url = reqwest::Url::parse(&self.invoke_url)
             .map_err(|e| anyhow::anyhow!("AIES_INVOKE_URL {:?}: {e}", self.invoke_url))?;
-        url.set_path("/health");
+        if !path.is_empty() {
+            url.set_path(path);
+        }
         url.set_query(None);
         Ok(url)
+    }
+}
+
+fn parse_member_id(text: &str) -> Result<String, String> {
+    if valid_task_id(text) {
+        Ok(text.to_string())
+    } else {
+        Err("a member id is 1 to 128 letters, digits, '-', '_', '.' or ':'".into())
+    }
+}
+
+fn parse_report_ms(text: &str) -> Result<u64, String> {
+    let ms: u64 = text.parse().map_err(|e| format!("{e}"))?;
+    if ms == 0 || (100..=60_000).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err("0 (off) or 100 to 60000 milliseconds".into())
     }
 }
 

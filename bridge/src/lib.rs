@@ -12,6 +12,8 @@
 //!   moves dead letters back.
 //! - `GET /metrics`: Prometheus metrics of both; `GET /health`: whether
 //!   the broker and the app answer (503 while the broker does not).
+//! - **Member report**: every few seconds the bridge tells the app who it
+//!   is and what it owns ([`member`]), for `/stats` and the dashboard.
 
 pub mod config;
 mod dead_letter;
@@ -19,6 +21,7 @@ mod enqueue;
 pub mod in_flight;
 mod invoker;
 mod kafka;
+pub mod member;
 pub mod metrics;
 mod offsets;
 pub mod produce;
@@ -50,6 +53,8 @@ pub struct Bridge {
 impl Bridge {
     pub async fn bind(config: BridgeConfig) -> Result<Self> {
         config.check_tokens()?;
+        // A bad connection setting stops the bridge now, not at its first client.
+        kafka::settings(&config)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the enqueue endpoint {}", config.listen))?;
@@ -91,8 +96,16 @@ impl Bridge {
             metrics.clone(),
             wait(stop_rx.clone()),
         );
-        let relay = relay::run(self.config, producer, metrics, stop_rx);
+        let status = Arc::new(member::Status::new(&self.config));
+        let reporter = member::Reporter::new(&self.config, status.clone(), metrics.clone())
+            .map(|r| tokio::spawn(r.run(stop_rx.clone())));
+        let relay = relay::run(self.config, producer, metrics, status, stop_rx);
         let (e, r) = tokio::join!(enqueue, relay);
+        if let Some(reporter) = reporter {
+            if let Ok(reporter) = reporter.await {
+                reporter.stopped().await;
+            }
+        }
         e.and(r)
     }
 }

@@ -31,6 +31,12 @@ pub struct HostConfig {
     /// its next request on a kept-alive connection: a connection that
     /// stalls or idles that long is closed.
     pub header_read_timeout: Duration,
+    /// Time between two reports of this instance into the Redis of the
+    /// app's Redis trigger (`/stats` lists members); `None`: no reports.
+    pub member_report: Option<Duration>,
+    /// This instance's name on `/stats`; default: its host name and a
+    /// random suffix.
+    pub member_id: Option<String>,
 }
 
 impl HostConfig {
@@ -46,6 +52,10 @@ impl HostConfig {
             metrics_listen: None,
             embedding_memo: crate::llm::MEMO_TEXTS,
             header_read_timeout: Duration::from_secs(20),
+            member_report: Some(Duration::from_millis(
+                aies_contract::members::REPORT_EVERY_MS,
+            )),
+            member_id: None,
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod config;
 mod engine;
 pub mod llm;
 pub mod manifest;
+mod member;
 pub mod metrics;
 mod outbound_http;
 mod redis;

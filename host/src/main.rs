@@ -44,6 +44,16 @@ struct Args {
     /// its next request on a kept-alive connection) before it is closed.
     #[arg(long, default_value_t = 20, env = "AIES_HEADER_READ_TIMEOUT_SECS")]
     header_read_timeout_secs: u64,
+    /// This instance's name on `/stats` and the dashboard; default: its
+    /// host name and a random suffix.
+    #[arg(long, env = "AIES_MEMBER_ID")]
+    member_id: Option<String>,
+    /// Milliseconds between two reports of this instance into the Redis of
+    /// the app's Redis trigger; 0: it does not report.
+    #[arg(long, env = "AIES_MEMBER_REPORT_MS",
+          default_value_t = aies_contract::members::REPORT_EVERY_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    member_report_ms: u64,
 }
 
 #[derive(clap::Subcommand)]
@@ -110,6 +120,15 @@ async fn serve(args: Args) -> Result<()> {
     config.metrics_listen = args.metrics_listen;
     config.embedding_memo = args.embedding_memo;
     config.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs.max(1));
+    config.member_report =
+        (args.member_report_ms > 0).then(|| Duration::from_millis(args.member_report_ms.max(100)));
+    if let Some(id) = args.member_id {
+        anyhow::ensure!(
+            aies_contract::valid_task_id(&id),
+            "AIES_MEMBER_ID {id:?}: 1 to 128 letters, digits, '-', '_', '.' or ':'"
+        );
+        config.member_id = Some(id);
+    }
     let server = aies_host::Server::bind(&config, args.listen)
         .await
         .with_context(|| format!("starting {}", args.manifest.display()))?;

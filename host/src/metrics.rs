@@ -10,6 +10,7 @@
 //! fixed list, the status as its class (`2xx`).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct Metrics {
     registry: Registry,
     duration: Histograms,
     in_flight: Gauge,
+    /// Requests taken in since start (the member report's count).
+    served: AtomicU64,
     routes: Mutex<HashSet<String>>,
 }
 
@@ -61,6 +64,7 @@ impl Default for Metrics {
             registry,
             duration,
             in_flight,
+            served: AtomicU64::new(0),
             routes: Mutex::new(HashSet::new()),
         }
     }
@@ -69,7 +73,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn started(&self) -> InFlight<'_> {
         self.in_flight.inc();
+        self.served.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Requests taken in since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     pub fn observe(

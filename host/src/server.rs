@@ -1,7 +1,7 @@
 //! The HTTP trigger: accepts connections, routes each request to the
 //! component of the best-matching route, and shuts down on a signal.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
@@ -18,6 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::app::App;
 use crate::config::HostConfig;
+use crate::member::Reporter;
 use crate::metrics::Metrics;
 
 /// Largest request body passed to a component.
@@ -31,6 +32,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     header_read_timeout: std::time::Duration,
+    member: Option<Arc<Reporter>>,
 }
 
 impl Server {
@@ -43,12 +45,28 @@ impl Server {
             Some(a) => Some(TcpListener::bind(a).await?),
             None => None,
         };
+        let metrics = Arc::new(Metrics::default());
+        // Reports go where the app's Redis trigger listens, if it has one.
+        let member = match (config.member_report, app.subscriptions.first()) {
+            (Some(every), Some(s)) => {
+                let reporter =
+                    Reporter::new(&s.address, config.member_id.clone(), every, metrics.clone())
+                        .context("the member report")?;
+                tracing::info!(
+                    member = reporter.id(),
+                    "reporting this instance to /stats every {every:?}"
+                );
+                Some(Arc::new(reporter))
+            }
+            _ => None,
+        };
         Ok(Self {
             app,
             listener,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             metrics_listener,
             header_read_timeout: config.header_read_timeout,
+            member,
         })
     }
 
@@ -81,6 +99,10 @@ impl Server {
         let metrics_server = self
             .metrics_listener
             .map(|l| tokio::spawn(serve_metrics(l, self.metrics.clone())));
+        let reporting = self
+            .member
+            .clone()
+            .map(|m| tokio::spawn(async move { m.run().await }));
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -126,6 +148,10 @@ impl Server {
         redis_trigger.abort();
         if let Some(m) = metrics_server {
             m.abort();
+        }
+        if let (Some(reporting), Some(member)) = (reporting, &self.member) {
+            reporting.abort();
+            member.stopped().await;
         }
         tracing::info!("HTTP trigger stopped");
         Ok(())

@@ -130,6 +130,7 @@ async fn one_two_and_three_bridges_share_a_batch_on_six_partitions() {
         );
         rates.push(N as f64 / seconds);
         if bridges == 3 {
+            every_member_is_listed(&cluster).await;
             each_answer_is_filled_once(&cluster).await;
             an_answer_from_one_app_is_a_hit_on_the_other(&cluster).await;
         }
@@ -240,6 +241,99 @@ async fn wait_filled(redis: &str, id: &str) {
     }
 }
 
+/// `/stats` of whichever app instance answers (one may have been killed).
+async fn stats(cluster: &Cluster) -> Option<serde_json::Value> {
+    let client = reqwest::Client::new();
+    for index in 1..=2 {
+        let out = cluster.compose(&["port", &format!("--index={index}"), "app", "3000"]);
+        let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if addr.is_empty() {
+            continue;
+        }
+        let answer = client
+            .get(format!("http://{addr}/stats"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = answer {
+            if let Ok(v) = r.json().await {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// Polls `/stats` until `done` holds of its members, for up to 60 s.
+async fn members_until(cluster: &Cluster, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(s) = stats(cluster).await {
+            if done(&s["members"]) {
+                return;
+            }
+            last = Some(s["members"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{what}: not within 60 s; /stats members: {last:#?}");
+}
+
+fn live(members: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    members[kind]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["state"] == "running" && m["stale"] == false)
+        .cloned()
+        .collect()
+}
+
+/// Three bridges and two app instances on `/stats`, each bridge in its own
+/// container, every partition of both lanes owned.
+async fn every_member_is_listed(cluster: &Cluster) {
+    members_until(
+        cluster,
+        "3 bridges and 2 apps listed, every partition owned",
+        |m| {
+            let bridges = live(m, "bridges");
+            let hosts: std::collections::BTreeSet<_> =
+                bridges.iter().map(|b| b["host"].to_string()).collect();
+            let unowned = m["unowned_partitions"].as_object();
+            bridges.len() == 3
+                && hosts.len() == 3
+                && live(m, "apps").len() == 2
+                && unowned.is_some_and(|u| {
+                    u.len() == 2 && u.values().all(|p| p == &serde_json::json!([]))
+                })
+        },
+    )
+    .await;
+    println!("/stats lists 3 bridges and 2 apps, every partition of both lanes owned");
+}
+
+/// The killed container stays on `/stats`, marked stale (its host name is
+/// its container id's first 12 characters).
+async fn shown_stale(cluster: &Cluster, victim: &str) {
+    let since = Instant::now();
+    let host = serde_json::json!(&victim[..12]);
+    members_until(cluster, "the killed member marked stale", |m| {
+        ["bridges", "apps"].iter().any(|kind| {
+            m[*kind]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x["host"] == host && x["stale"] == true)
+        })
+    })
+    .await;
+    println!(
+        "/stats marks the killed member stale ({:?} after the recovery)",
+        since.elapsed()
+    );
+}
+
 /// The first container of `service` killed (`docker kill`) a quarter into
 /// the batch; at most `repeat_bound` LLM calls are made again.
 async fn killed_mid_batch(service: &str, name: &str, repeat_bound: usize) {
@@ -250,6 +344,7 @@ async fn killed_mid_batch(service: &str, name: &str, repeat_bound: usize) {
     let at = fault(&cluster);
     docker(&["kill", victim]);
     let recovery = recovery(&cluster, at).await;
+    shown_stale(&cluster, victim).await;
     let outcome = all_done(&cluster, &fake, repeat_bound).await;
     println!(
         "{service} container killed: {outcome}; every partition moved again {recovery:?} after the kill"

@@ -562,6 +562,27 @@ async fn real_answers_match_the_openapi_document() {
         }
     }
 
+    // A bridge's report of itself, and one the app refuses.
+    let report = json!({
+        "kind": "bridge", "id": "openapi-bridge", "host": "h", "version": "0.1.0",
+        "started_ms": 1, "every_ms": 5000,
+        "lanes": [{"lane": "api", "topic": "t", "group": "g", "partitions": [0],
+                   "lag": 0, "in_flight": 0, "consumed": 0, "last_progress_ms": null}],
+    });
+    for (body, want) in [(report, 200), (json!({"kind": "app"}), 400)] {
+        let (status, answer) = call(
+            s,
+            &system,
+            "POST",
+            "/invoke/member",
+            "/invoke/member",
+            Some(body),
+            &bridge,
+        )
+        .await;
+        assert_eq!(status, want, "{answer}");
+    }
+
     // The service routes.
     let (_, index) = call(s, &system, "GET", "/", "/", None, &[]).await;
     call(s, &system, "GET", "/health", "/health", None, &[]).await;

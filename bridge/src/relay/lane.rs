@@ -113,6 +113,7 @@ impl Relay {
         let mut stall_after = base;
         loop {
             let current = Arc::new(LaneConsumer::join(&self.config, &lane)?);
+            self.status.joined(lane.name, &lane.topic, &lane.group);
             tracing::info!(
                 lane = lane.name, topic = %lane.topic, group = %lane.group,
                 invoke = %self.config.invoke_url, "relay started"
@@ -170,6 +171,7 @@ impl Relay {
                 Ok(()) = lag_rx.changed() => {
                     let Some(lag) = lag_rx.borrow_and_update().clone() else { continue };
                     self.record_lag(lane.name, &lag);
+                    self.status.measured(lane.name, &lag);
                     let now = Instant::now();
                     dog.observe(&lag, now);
                     // A lane with every slot or its read-ahead taken, or held
@@ -261,6 +263,7 @@ impl Relay {
                     Some(ended) => {
                         ended.get_or_create(&label).inc();
                         relay.finish(&current, &message);
+                        relay.status.progressed(lane);
                         // Little's law counts the event's own time in its
                         // slot: the invocation and the result's delivery to
                         // Kafka. Not a retry's backoff or an outage's wait

@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::invoker::{Invoker, Limits};
+use crate::member::Status;
 use crate::metrics::Metrics;
 use crate::BridgeConfig;
 
@@ -52,6 +53,8 @@ struct Relay {
     invoker: Invoker,
     health_url: reqwest::Url,
     metrics: Arc<Metrics>,
+    /// What the member report says of the lanes.
+    status: Arc<Status>,
     stop: watch::Receiver<bool>,
     /// True while the pipeline fails its health check (logged once).
     outage: AtomicBool,
@@ -61,6 +64,7 @@ pub async fn run(
     config: BridgeConfig,
     producer: FutureProducer,
     metrics: Arc<Metrics>,
+    status: Arc<Status>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let http = reqwest::Client::builder()
@@ -86,6 +90,7 @@ pub async fn run(
         producer,
         http,
         metrics,
+        status,
         stop,
         outage: AtomicBool::new(false),
     });

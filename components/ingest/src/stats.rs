@@ -3,14 +3,19 @@
 //! tier and LLM calls saved, and from the bridge's `/metrics` each lane's
 //! counters, each Kafka partition's lag and whether the broker answers;
 //! what `aies-up` reports of its services (restarts, and why), and Redis's
-//! memory (`INFO memory`: used, limit, policy). Counters count since the data
+//! memory (`INFO memory`: used, limit, policy), and every member of the
+//! cluster (each bridge and app instance, from its own reports; one that
+//! stopped reporting is marked `stale`). Counters count since the data
 //! was created; rates are the dashboard's differences between two reads.
 //! With `api_keys = "required"` it needs the admin token (it spans
 //! tenants). Queue and total times are known for API tasks (ingest notes
 //! when it made them); a third-party event's start is when llm-invoke took
 //! it, so only its run time is shown.
 
-use aies_contract::keys::{DB_CACHE, DB_TASKS, METRICS_KEY, RECENT_TASKS_KEY, SERVICES_KEY};
+use aies_contract::keys::{
+    DB_CACHE, DB_TASKS, MEMBERS_KEY, METRICS_KEY, RECENT_TASKS_KEY, SERVICES_KEY,
+};
+use aies_contract::members::{MemberKind, MemberReport, MemberState};
 use aies_guest::{
     admin_only, arg, execute, hgetall, json, now_ms, redis, text, var, ApiError, TaskRecord,
 };
@@ -38,6 +43,8 @@ pub async fn stats(req: &Request) -> Result<Response, ApiError> {
             .unwrap_or(0)
     };
     let latest = latest_tasks().map_err(unavailable)?;
+    let kafka = kafka().await;
+    let members = members(&kafka);
     let (exact, semantic, misses, coalesced) = (
         counter("cache_hits_exact"),
         counter("cache_hits_semantic"),
@@ -78,7 +85,8 @@ pub async fn stats(req: &Request) -> Result<Response, ApiError> {
                 },
             },
             "latest": latest,
-            "kafka": kafka().await,
+            "kafka": kafka,
+            "members": members,
             "services": services(),
             "redis": match crate::metrics::redis_memory() {
                 Ok(m) => j!({"used_memory": m.used, "maxmemory": m.max, "maxmemory_policy": m.policy}),
@@ -86,6 +94,62 @@ pub async fn stats(req: &Request) -> Result<Response, ApiError> {
             },
         }),
     ))
+}
+
+/// Every member's last report, bridges and app instances apart, each
+/// marked `stale` when it missed reports; and per lane the partitions no
+/// live bridge owns.
+fn members(kafka: &Value) -> Value {
+    let stored = redis(DB_CACHE)
+        .and_then(|c| hgetall(&c, MEMBERS_KEY))
+        .unwrap_or_default();
+    members_of(stored, kafka, now_ms())
+}
+
+fn members_of(stored: Vec<(String, String)>, kafka: &Value, now: u64) -> Value {
+    let mut reports: Vec<MemberReport> = stored
+        .iter()
+        .filter_map(|(_, json)| serde_json::from_str(json).ok())
+        .collect();
+    reports.sort_by(|a, b| a.id.cmp(&b.id));
+    let shown = |kind: MemberKind| -> Vec<Value> {
+        reports
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| {
+                let mut v = j!(r);
+                v["stale"] = j!(r.stale(now));
+                v["silent_ms"] = j!(now.saturating_sub(r.seen_ms));
+                v
+            })
+            .collect()
+    };
+    // A partition is owned when a bridge that is running and reporting
+    // says so; the topic's partitions are those the lag is measured of.
+    let owned = |lane: &str, partition: i64| {
+        reports.iter().any(|r| {
+            r.state != MemberState::Stopped
+                && !r.stale(now)
+                && r.lanes.iter().any(|l| {
+                    l.lane == lane && l.partitions.iter().any(|p| i64::from(*p) == partition)
+                })
+        })
+    };
+    let mut unowned = Map::new();
+    for p in kafka["partitions"].as_array().into_iter().flatten() {
+        let (Some(lane), Some(partition)) = (p["lane"].as_str(), p["partition"].as_i64()) else {
+            continue;
+        };
+        let entry = unowned.entry(lane.to_string()).or_insert_with(|| j!([]));
+        if !owned(lane, partition) {
+            entry.as_array_mut().expect("an array").push(j!(partition));
+        }
+    }
+    j!({
+        "bridges": shown(MemberKind::Bridge),
+        "apps": shown(MemberKind::App),
+        "unowned_partitions": unowned,
+    })
 }
 
 /// `aies:services` (DB 0), written by `aies-up`: `<service>.<field>`
@@ -258,6 +322,90 @@ mod tests {
                 "redis": {"restarts": 0},
             })
         );
+    }
+
+    #[test]
+    fn members_are_listed_by_kind_with_the_silent_marked_and_unowned_partitions_named() {
+        use aies_contract::members::LaneReport;
+        let report = |kind, id: &str, seen_ms, state, partitions: Vec<i32>| {
+            let r = MemberReport {
+                kind,
+                id: id.into(),
+                host: "h".into(),
+                version: "0.1.0".into(),
+                started_ms: 1,
+                every_ms: 1_000,
+                state,
+                lanes: vec![LaneReport {
+                    lane: "batch".into(),
+                    topic: "datos_crudos".into(),
+                    group: "g".into(),
+                    partitions,
+                    lag: 0,
+                    in_flight: 0,
+                    consumed: 0,
+                    last_progress_ms: None,
+                }],
+                requests_in_flight: None,
+                requests_total: None,
+                seen_ms,
+            };
+            (r.field(), serde_json::to_string(&r).unwrap())
+        };
+        let now = 100_000;
+        let stored = vec![
+            report(
+                MemberKind::Bridge,
+                "b2",
+                now - 10_000,
+                MemberState::Running,
+                vec![1],
+            ),
+            report(
+                MemberKind::Bridge,
+                "b1",
+                now - 500,
+                MemberState::Running,
+                vec![0],
+            ),
+            report(
+                MemberKind::Bridge,
+                "b3",
+                now - 500,
+                MemberState::Stopped,
+                vec![2],
+            ),
+            report(
+                MemberKind::App,
+                "a1",
+                now - 500,
+                MemberState::Running,
+                vec![],
+            ),
+            ("bridge:junk".to_string(), "{".to_string()),
+        ];
+        let kafka = j!({"partitions": [
+            {"lane": "batch", "partition": 0, "lag": 0.0},
+            {"lane": "batch", "partition": 1, "lag": 3.0},
+            {"lane": "batch", "partition": 2, "lag": 0.0},
+        ]});
+        let v = members_of(stored, &kafka, now);
+        let ids = |kind: &str| -> Vec<String> {
+            v[kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().into())
+                .collect()
+        };
+        assert_eq!(ids("bridges"), ["b1", "b2", "b3"]);
+        assert_eq!(ids("apps"), ["a1"]);
+        assert_eq!(v["bridges"][0]["stale"], false);
+        assert_eq!(v["bridges"][1]["stale"], true, "b2 missed its reports");
+        assert_eq!(v["bridges"][1]["silent_ms"], 10_000);
+        assert_eq!(v["bridges"][2]["stale"], false, "b3 stopped cleanly");
+        // Partition 1's owner is silent, partition 2's has stopped.
+        assert_eq!(v["unowned_partitions"], j!({"batch": [1, 2]}));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! llm-invoke: `POST /invoke` (one Kafka event) and `POST /invoke/batch`
 //! (events of distinct keys that the bridge runs together), called by the
 //! bridge; `POST /invoke/fail` records the failure of an event the bridge
-//! dead-lettered.
+//! dead-lettered; `POST /invoke/member` keeps a bridge's report of itself
+//! (`aies_contract::members`) for `/stats` and the dashboard.
 //!
 //! Marks the tasks STARTED, asks the LLM (concurrently for a batch), and
 //! hands the outcomes to store, whose answers (the final tasks) it returns.
@@ -22,14 +23,15 @@
 //! server's `Retry-After`; a task fails for good on other statuses or when
 //! the bridge says this is its final attempt.
 
+use aies_contract::members::{to_forget, MemberKind, MemberReport, MAX_REPORT_BYTES, MEMBERS_KEY};
 use aies_contract::{
     valid_task_id, valid_tenant, BatchAnswer, BatchResponse, FailRequest, Generation, InvokeBatch,
     InvokeRequest, Outcome, StoreBatch, StoreRequest, TaskResult, TaskStatus, MAX_BATCH,
 };
 use aies_guest::{
-    batch_answer, bearer_is, call, count_by, error, llm_model_id, llm_provider, parse_body,
-    post_json, redis, scope_id, sleep, stage_url, start_tasks, stored_task, var, var_parsed, Start,
-    TaskRecord, DB_TASKS, OFFLINE_MODEL,
+    arg, batch_answer, bearer_is, call, count_by, error, execute, hgetall, llm_model_id,
+    llm_provider, now_ms, parse_body, post_json, redis, scope_id, sleep, stage_url, start_tasks,
+    stored_task, var, var_parsed, ApiError, Start, TaskRecord, DB_CACHE, DB_TASKS, OFFLINE_MODEL,
 };
 use anyhow::{anyhow, bail, Result};
 use futures::future::join_all;
@@ -41,19 +43,18 @@ use std::time::Duration;
 #[http_component]
 async fn handle(req: Request) -> Response {
     aies_guest::start_trace(req.header("traceparent").and_then(|v| v.as_str()));
-    let batch = match (req.method(), req.path()) {
-        (Method::Post, "/invoke") => false,
-        (Method::Post, "/invoke/batch" | "/invoke/fail") => true,
-        (_, "/invoke" | "/invoke/batch" | "/invoke/fail") => {
-            return aies_guest::ApiError::method_not_allowed("POST").into()
-        }
-        _ => {
-            return error(
+    let batch =
+        match (req.method(), req.path()) {
+            (Method::Post, "/invoke") => false,
+            (Method::Post, "/invoke/batch" | "/invoke/fail" | "/invoke/member") => true,
+            (_, "/invoke" | "/invoke/batch" | "/invoke/fail" | "/invoke/member") => {
+                return aies_guest::ApiError::method_not_allowed("POST").into()
+            }
+            _ => return error(
                 404,
-                "llm-invoke serves POST /invoke, /invoke/batch and /invoke/fail",
-            )
-        }
-    };
+                "llm-invoke serves POST /invoke, /invoke/batch, /invoke/fail and /invoke/member",
+            ),
+        };
     match authorized(&req) {
         Ok(Some(true)) => {}
         Ok(Some(false)) => return error(401, "missing or wrong bearer token"),
@@ -64,6 +65,12 @@ async fn handle(req: Request) -> Response {
             )
         }
         Err(e) => return error(500, format!("{e:#}")),
+    }
+    if req.path() == "/invoke/member" {
+        return match record_member(&req) {
+            Ok(kept) => aies_guest::json(200, &kept),
+            Err(e) => e.into(),
+        };
     }
     if req.path() == "/invoke/fail" {
         return match parse_body::<FailRequest>(&req) {
@@ -100,6 +107,42 @@ fn authorized(req: &Request) -> Result<Option<bool>> {
         return Ok(None);
     }
     Ok(Some(bearer_is(req, &token)))
+}
+
+/// A bridge's report of itself, stamped with this instance's clock (the
+/// one `/stats` judges staleness by) and kept in `aies:members`; members
+/// silent for a day, or past the bound, are removed on the way.
+fn record_member(req: &Request) -> Result<Value, ApiError> {
+    if req.body().len() > MAX_REPORT_BYTES {
+        return Err(ApiError::too_large(MAX_REPORT_BYTES));
+    }
+    let mut report: MemberReport = parse_body(req)?;
+    if report.kind != MemberKind::Bridge {
+        return Err(ApiError::bad_request(
+            "only bridges report here (kind: bridge)",
+        ));
+    }
+    report.check().map_err(ApiError::bad_request)?;
+    let now = now_ms();
+    report.seen_ms = now;
+    let store = || -> Result<()> {
+        let conn = redis(DB_CACHE)?;
+        let json = serde_json::to_string(&report)?;
+        execute(
+            &conn,
+            "HSET",
+            &[arg(MEMBERS_KEY), arg(report.field()), arg(json)],
+        )?;
+        let gone = to_forget(&hgetall(&conn, MEMBERS_KEY)?, now);
+        if !gone.is_empty() {
+            let mut args = vec![arg(MEMBERS_KEY)];
+            args.extend(gone.iter().map(arg));
+            execute(&conn, "HDEL", &args)?;
+        }
+        Ok(())
+    };
+    store().map_err(|e| ApiError::unavailable(&e))?;
+    Ok(j!({"member": report.field(), "seen_ms": now}))
 }
 
 /// Runs events of distinct keys together: one Redis script marks them all

@@ -38,6 +38,9 @@ pub const DB_TASKS: u8 = 2;
 pub const METRICS_KEY: &str = "aies:metrics";
 /// Hash (DB 0) that `aies-up` writes about its services (`<service>.<field>`).
 pub const SERVICES_KEY: &str = "aies:services";
+/// Hash (DB 0) of the cluster's members: `<kind>:<id>` -> its last report
+/// ([`crate::members::MemberReport`], JSON).
+pub const MEMBERS_KEY: &str = "aies:members";
 
 /// Prefix (DB 0) of every cache entry, whatever its model.
 pub const CACHE_ENTRY_PREFIX: &str = "aies:cache:";

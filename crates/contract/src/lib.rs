@@ -10,6 +10,7 @@
 //! - [`stages`]: what the stages send each other.
 //! - [`ids`]: what tenant, task and scope ids may be.
 //! - [`keys`]: every Redis key, prefix, database and channel.
+//! - [`members`]: what each bridge and app instance reports of itself.
 //! - [`trace`]: W3C `traceparent`.
 //!
 //! Everything is also at the crate root, as it always was.
@@ -19,6 +20,7 @@ pub mod events;
 pub mod ids;
 pub mod judge;
 pub mod keys;
+pub mod members;
 pub mod stages;
 pub mod trace;
 
