@@ -17,7 +17,7 @@ use crate::BridgeConfig;
 pub async fn ensure(config: &BridgeConfig) {
     let admin = match crate::kafka::admin(config) {
         Ok(a) => a,
-        Err(e) => return tracing::warn!("creating the Kafka admin client: {e}"),
+        Err(e) => return tracing::warn!("{e:#}"),
     };
     let names = [
         &config.api_topic,

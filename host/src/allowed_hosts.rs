@@ -292,6 +292,20 @@ mod tests {
         );
     }
 
+    /// As Spin: `rediss` is a scheme of its own, with no default port, and
+    /// a URL's user and password are not part of what is checked.
+    #[test]
+    fn tls_redis_is_its_own_scheme_and_names_its_port() {
+        assert!(AllowedHosts::parse(&["rediss://cache"]).is_err());
+        let a = AllowedHosts::parse(&["rediss://cache:6380"]).unwrap();
+        assert!(a.allows_url("rediss://aies-app:s3cret@cache:6380/2"));
+        assert!(!a.allows_url("redis://cache:6380/2"));
+        assert!(
+            !a.allows_url("rediss://cache/2"),
+            "no port: no default for rediss"
+        );
+    }
+
     #[test]
     fn what_spin_refuses() {
         for (entry, why) in [

@@ -48,8 +48,8 @@ async fn a_redis_triggered_component_that_chains_is_refused_as_spin_refuses_it()
     let path = manifest_variant(
         dir.path(),
         &[(
-            "ai_models = [\"multilingual-e5-small\", \"all-minilm-l6-v2\"]\nallowed_outbound_hosts = [\n  \"redis://",
-            "ai_models = [\"multilingual-e5-small\", \"all-minilm-l6-v2\"]\nallowed_outbound_hosts = [\n  \"http://embed.spin.internal\",\n  \"redis://",
+            "ai_models = [\"multilingual-e5-small\", \"all-minilm-l6-v2\"]\nallowed_outbound_hosts = [\n  \"{{ redis_scheme }}://",
+            "ai_models = [\"multilingual-e5-small\", \"all-minilm-l6-v2\"]\nallowed_outbound_hosts = [\n  \"http://embed.spin.internal\",\n  \"{{ redis_scheme }}://",
         )],
     );
     let text = std::fs::read_to_string(&path).unwrap();

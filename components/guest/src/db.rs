@@ -6,14 +6,56 @@ use anyhow::{anyhow, Result};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 /// Opens logical database `db` on the Redis server named by the
-/// `redis_host` / `redis_port` variables.
+/// `redis_scheme` (`redis`, or `rediss` for TLS), `redis_host` and
+/// `redis_port` variables, as `redis_username` with `redis_password` when
+/// a password is set.
 pub fn redis(db: u8) -> Result<Connection> {
-    let address = address(&var("redis_host")?, &var("redis_port")?, db);
+    let server = Server {
+        scheme: var("redis_scheme")?,
+        host: var("redis_host")?,
+        port: var("redis_port")?,
+        username: var("redis_username")?,
+        password: var("redis_password")?,
+    };
+    let address = server.address(db)?;
+    // The error names the database, never the address (it holds the password).
     Connection::open(&address).map_err(|e| anyhow!("opening Redis db {db}: {e}"))
 }
 
-fn address(host: &str, port: &str, db: u8) -> String {
-    format!("redis://{host}:{port}/{db}")
+struct Server {
+    scheme: String,
+    host: String,
+    port: String,
+    username: String,
+    password: String,
+}
+
+impl Server {
+    fn address(&self, db: u8) -> Result<String> {
+        let Self {
+            scheme,
+            host,
+            port,
+            username,
+            password,
+        } = self;
+        if !matches!(scheme.as_str(), "redis" | "rediss") {
+            return Err(anyhow!("redis_scheme {scheme:?}: redis, or rediss for TLS"));
+        }
+        // Put into the URL as they are (as the Redis trigger's address
+        // does): `/`, `@` or `#` would end the part they are in.
+        let plain = |s: &str| !s.contains(['/', '@', '#', '?']);
+        if !plain(username) || !plain(password) {
+            return Err(anyhow!(
+                "redis_username and redis_password go into a URL: write '/', '@', '#' and '?' percent-encoded"
+            ));
+        }
+        Ok(if password.is_empty() {
+            format!("{scheme}://{host}:{port}/{db}")
+        } else {
+            format!("{scheme}://{username}:{password}@{host}:{port}/{db}")
+        })
+    }
 }
 
 pub fn arg(s: impl AsRef<[u8]>) -> RedisParameter {
@@ -90,6 +132,29 @@ mod tests {
             ]
         );
         assert_eq!(pairs(&flat[..3]), None);
-        assert_eq!(address("redis", "6379", 2), "redis://redis:6379/2");
+    }
+
+    #[test]
+    fn addresses_carry_the_scheme_and_the_user_when_a_password_is_set() {
+        let mut server = Server {
+            scheme: "redis".into(),
+            host: "redis".into(),
+            port: "6379".into(),
+            username: String::new(),
+            password: String::new(),
+        };
+        assert_eq!(server.address(2).unwrap(), "redis://redis:6379/2");
+        server.scheme = "rediss".into();
+        server.username = "aies".into();
+        server.password = "p%40ss".into();
+        assert_eq!(
+            server.address(0).unwrap(),
+            "rediss://aies:p%40ss@redis:6379/0"
+        );
+        server.password = "p@ss".into();
+        assert!(server.address(0).is_err());
+        server.password = "x".into();
+        server.scheme = "http".into();
+        assert!(server.address(0).is_err());
     }
 }

@@ -81,9 +81,9 @@ fn by_server(
 
 /// The address as logs show it: without a password.
 fn shown(address: &str) -> String {
-    match address.split_once('@') {
-        Some((_, host)) => format!("redis://***@{host}"),
-        None => address.to_string(),
+    match (address.split_once("://"), address.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+        _ => address.to_string(),
     }
 }
 

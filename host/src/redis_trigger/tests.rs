@@ -88,6 +88,10 @@ fn logs_never_show_a_password() {
         "redis://***@cache:6379"
     );
     assert_eq!(shown("redis://cache:6379"), "redis://cache:6379");
+    assert_eq!(
+        shown("rediss://aies:p%40ss@cache:6380"),
+        "rediss://***@cache:6380"
+    );
 }
 
 #[tokio::test]
