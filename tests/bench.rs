@@ -15,6 +15,8 @@
 //!   paraphrase pairs (`tests/data/cache_eval`), each asked once after its
 //!   first prompt was cached: the embedding is on the path every time;
 //! - the guard alone: reading a prompt and five candidates and checking them;
+//! - the judge alone (`aies-judge`): a prompt and five candidates, as one
+//!   lookup asks it, as a ratio to one e5 embedding;
 //! - miss: the 202 answer, and the time until the task is SUCCESS through
 //!   Kafka, the bridge and an LLM that takes `LLM_MS` to answer.
 //!
@@ -29,7 +31,8 @@
 //! on a running system (consumer group joined, as under `make up`), not on
 //! the group's join.
 
-use aies_host::llm::{EmbeddingEngine, SentenceBert, E5_SMALL};
+use aies_contract::judge::{JudgeCandidate, JudgeRequest, JUDGE_MODEL};
+use aies_host::llm::{EmbeddingEngine, JudgeEngine, SentenceBert, E5_SMALL};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::{
     broker, metric, model_dir, produce, producer, test_component_manifest, Options, System, Topics,
@@ -141,6 +144,33 @@ async fn bench() -> Result<()> {
         model.embed(&prompt)?;
         embeds.push(started.elapsed());
     }
+    // The judge as cache-lookup asks it: the prompt and five candidates,
+    // e5's first layers over all six in one batch, then the features.
+    let judge_engine = JudgeEngine::load(&model_dir().join(JUDGE_MODEL))?;
+    let question = JudgeRequest {
+        model: E5_SMALL.into(),
+        asked: "What's the capital city of France?".into(),
+        candidates: [
+            "What is the capital of France?",
+            "What is the capital of Germany?",
+            "Which city is the capital of France?",
+            "What is the population of France?",
+            "Tell me about the capital of France",
+        ]
+        .iter()
+        .map(|p| JudgeCandidate {
+            prompt: p.to_string(),
+            similarity: 0.9,
+        })
+        .collect(),
+    };
+    let mut judged = Vec::new();
+    for _ in 0..HITS {
+        let started = Instant::now();
+        std::hint::black_box(judge_engine.judge(&question)?);
+        judged.push(started.elapsed());
+    }
+    drop(judge_engine);
 
     let mut hits = Vec::new();
     let mut searched = Vec::new();
@@ -217,6 +247,7 @@ async fn bench() -> Result<()> {
     );
     let exact = report("exact-tier hit: POST /process -> 200", &mut exact);
     let guard = report("guard: prompt + 5 candidates", &mut guard);
+    let judge = report("judge: prompt + 5 candidates", &mut judged);
     let acc = report("miss: POST /process -> 202", &mut accepted);
     let done = report("miss: until SUCCESS via Kafka", &mut completed);
     println!();
@@ -239,6 +270,10 @@ async fn bench() -> Result<()> {
     println!(
         "guard / semantic hit           {:>6.3}x  (what verifying candidates costs)",
         ms(guard) / ms(hit)
+    );
+    println!(
+        "judge / e5 embedding           {:>6.2}x  (the judge's cost per lookup, in embeddings)",
+        ms(judge) / ms(embed)
     );
     println!("miss accepted / cache hit      {:>6.1}x", ms(acc) / ms(hit));
     println!(
