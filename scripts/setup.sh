@@ -23,9 +23,10 @@ trap 'echo "setup failed in step: $current (exit status $?); see the output abov
 step "apt packages (C toolchain for librdkafka, tokenizers)"
 need_apt=()
 # chromium: the browser the dashboard and /docs tests drive (headless).
-# libssl-dev: librdkafka's TLS and SCRAM (the bridge's real clusters).
-# stunnel4: TLS in front of the test Redis (built without TLS).
-for p in build-essential pkg-config libssl-dev stunnel4 chromium; do
+# libssl-dev, libcurl4-openssl-dev: librdkafka's TLS, SCRAM and OAUTHBEARER
+# OIDC (the bridge's real clusters). stunnel4: TLS in front of the test
+# Redis (built without TLS).
+for p in build-essential pkg-config libssl-dev libcurl4-openssl-dev stunnel4 chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # Debian's own python3 needs python3-venv for `python3 -m venv`.

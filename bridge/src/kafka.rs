@@ -12,10 +12,12 @@
 //! properties may be set so ([`SETTABLE`]): the bridge's own (group,
 //! commits, idempotence) stay the bridge's.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Message};
@@ -109,6 +111,22 @@ fn read_properties(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Creates a client. librdkafka's message for a setting it refuses holds
+/// the value (a password, perhaps): it is shown without it.
+fn create<T: FromClientConfig>(client: &ClientConfig, what: &str) -> Result<T> {
+    client.create().map_err(|e| match e {
+        KafkaError::ClientConfig(_, description, key, value) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, "***")
+            };
+            anyhow!("creating the {what}: the setting {key:?}: {description}")
+        }
+        e => anyhow!("creating the {what}: {e}"),
+    })
+}
+
 /// A client of the brokers, with the connection settings.
 fn client(config: &BridgeConfig) -> Result<ClientConfig> {
     let mut client = ClientConfig::new();
@@ -134,9 +152,7 @@ pub(crate) fn header<'a, M: Message>(message: &'a M, key: &str) -> Option<&'a st
 /// A relay lane's consumer in `group`, not yet subscribed. Offsets are
 /// stored only by the relay (after an event's end) and auto-committed.
 pub(crate) fn lane_consumer(config: &BridgeConfig, group: &str) -> Result<StreamConsumer> {
-    lane_consumer_config(config, group)?
-        .create()
-        .context("creating the Kafka consumer")
+    create(&lane_consumer_config(config, group)?, "Kafka consumer")
 }
 
 // librdkafka's own tracing (`AIES_KAFKA_DEBUG=cgrp,fetch`) is a setting.
@@ -162,19 +178,17 @@ fn lane_consumer_config(config: &BridgeConfig, group: &str) -> Result<ClientConf
 /// The replay command's consumer, in group `<group>_dlq_replay`: it assigns
 /// partitions itself and commits its cursor by hand.
 pub(crate) fn replay_consumer(config: &BridgeConfig) -> Result<BaseConsumer> {
-    client(config)?
+    let mut client = client(config)?;
+    client
         .set("group.id", format!("{}_dlq_replay", config.group))
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .context("creating the Kafka consumer")
+        .set("enable.auto.offset.store", "false");
+    create(&client, "Kafka consumer")
 }
 
 /// The client that creates the bridge's topics.
 pub(crate) fn admin(config: &BridgeConfig) -> Result<AdminClient<DefaultClientContext>> {
-    client(config)?
-        .create()
-        .context("creating the Kafka admin client")
+    create(&client(config)?, "Kafka admin client")
 }
 
 /// The running bridge's producer: events from the API, results, dead
@@ -187,9 +201,7 @@ pub(crate) fn admin(config: &BridgeConfig) -> Result<AdminClient<DefaultClientCo
 /// spinning at 700 events/s on a broker as slow as Tansu. One request in
 /// flight keeps a retry from reordering a key's writes.
 pub(crate) fn producer(config: &BridgeConfig) -> Result<FutureProducer> {
-    running_producer_config(config)?
-        .create()
-        .context("creating the Kafka producer")
+    create(&running_producer_config(config)?, "Kafka producer")
 }
 
 fn running_producer_config(config: &BridgeConfig) -> Result<ClientConfig> {
@@ -214,9 +226,7 @@ fn running_producer_config(config: &BridgeConfig) -> Result<ClientConfig> {
 /// is fatal to this producer (`enable.gapless.guarantee`: the command
 /// fails and says so) instead of a new epoch.
 pub(crate) fn idempotent_producer(config: &BridgeConfig) -> Result<FutureProducer> {
-    idempotent_producer_config(config)?
-        .create()
-        .context("creating the Kafka producer")
+    create(&idempotent_producer_config(config)?, "Kafka producer")
 }
 
 fn idempotent_producer_config(config: &BridgeConfig) -> Result<ClientConfig> {
@@ -319,5 +329,20 @@ mod tests {
             .to_string()
             .contains(":1: expected key=value"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_setting_is_named_without_its_value() {
+        let mut client = ClientConfig::new();
+        client.set("socket.timeout.ms", "not-a-number-s3cret");
+        let e = create::<BaseConsumer>(&client, "Kafka consumer")
+            .err()
+            .expect("librdkafka refuses it")
+            .to_string();
+        assert!(e.contains("socket.timeout.ms"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        // What it hides: librdkafka's own message holds the value.
+        let raw = client.create::<BaseConsumer>().err().unwrap().to_string();
+        assert!(raw.contains("s3cret"), "{raw}");
     }
 }

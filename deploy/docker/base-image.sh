@@ -12,12 +12,15 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 
 image=${AIES_BASE_IMAGE:-aies-base:bookworm}
 # What the images need beyond minbase: CA roots for HTTPS to the LLM
-# providers, libstdc++ for Redis, sqlite3 to index the broker's store.
-packages=ca-certificates,libstdc++6,sqlite3
+# providers, libstdc++ for Redis, libcurl4 for the bridge's OAUTHBEARER OIDC,
+# sqlite3 to index the broker's store.
+packages=ca-certificates,libstdc++6,libcurl4,sqlite3
 key=$(printf '%s\n' bookworm minbase "$packages" | sha256sum | cut -c1-12)
 tarball="$AIES_CACHE/base-bookworm-$key.tar"
 
-if docker image inspect "$image" >/dev/null 2>&1; then
+# Present and made from these packages (an older base is replaced).
+label='{{ index .Config.Labels "aies.base-key" }}'
+if [ "$(docker image inspect -f "$label" "$image" 2>/dev/null)" = "$key" ]; then
   echo "$image: present"
   exit 0
 fi
@@ -40,5 +43,5 @@ if [ ! -f "$tarball" ]; then
   tar -C "$root" -cf "$tarball.partial" .
   mv "$tarball.partial" "$tarball"
 fi
-docker import - "$image" <"$tarball" >/dev/null
+docker import --change "LABEL aies.base-key=$key" - "$image" <"$tarball" >/dev/null
 echo "$image: imported from $tarball"

@@ -16,10 +16,10 @@ RUN set -eu; mkdir -p /out; \
     chmod -R a+rX /out
 
 FROM ${BASE}
-# librdkafka's TLS and SCRAM link OpenSSL 3 (a slim Debian lacks it; the
-# local base has it through ca-certificates).
-RUN if ! ls /usr/lib/*/libssl.so.3 >/dev/null 2>&1; then \
-      apt-get update -qq && apt-get install -y -qq --no-install-recommends libssl3 ca-certificates >/dev/null \
+# librdkafka's TLS and SCRAM link OpenSSL 3, its OAUTHBEARER OIDC libcurl
+# (a slim Debian lacks both; the local base image has them).
+RUN if ! ls /usr/lib/*/libssl.so.3 /usr/lib/*/libcurl.so.4 >/dev/null 2>&1; then \
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends libssl3 libcurl4 ca-certificates >/dev/null \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 RUN useradd --system --uid 10001 --no-create-home aies \

@@ -3,8 +3,10 @@
 //! connection settings come from `AIES_KAFKA_*` variables or the file
 //! `AIES_KAFKA_CONFIG_FILE`, never from a manifest: with the right password
 //! `aies-bridge produce` delivers, with a wrong one or none it does not,
-//! and the password is never printed. (Tansu 0.6 has no working TLS, so
-//! SASL_SSL is not tried here.)
+//! and the password is never printed. OAUTHBEARER with OIDC fetches its
+//! token from the identity provider's endpoint with the client
+//! credentials. (Tansu 0.6 has no working TLS, so SASL_SSL is not tried
+//! here, and it does not check OAUTHBEARER tokens.)
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -67,11 +69,15 @@ impl SaslBroker {
 
 /// `aies-bridge produce` of 20 events to `topic` with these variables.
 fn produce(broker: &SaslBroker, topic: &str, env: &[(&str, &str)]) -> (bool, String) {
+    produce_to(&broker.bootstrap, topic, env, "15")
+}
+
+fn produce_to(bootstrap: &str, topic: &str, env: &[(&str, &str)], timeout: &str) -> (bool, String) {
     let out = Command::new(binary("aies-bridge"))
-        .env("KAFKA_BOOTSTRAP_SERVERS", &broker.bootstrap)
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
         .env("AIES_RAW_TOPIC", topic)
         .envs(env.iter().copied())
-        .args(["produce", "--quiet", "--count", "20", "--timeout", "15"])
+        .args(["produce", "--quiet", "--count", "20", "--timeout", timeout])
         .output()
         .expect("running aies-bridge produce");
     let text = format!(
@@ -176,4 +182,100 @@ async fn the_bridge_authenticates_with_scram_from_the_environment_or_a_file() {
         &[("AIES_KAFKA_ENABLE_IDEMPOTENCE", "false")],
     );
     assert!(!ok && out.contains("enable.idempotence"), "{out}");
+}
+
+/// A JWT as an identity provider issues one (unsigned here: librdkafka
+/// reads its `sub` and `exp`, the broker would check the signature).
+fn jwt(subject: &str) -> String {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        b64(serde_json::json!({"sub": subject, "iat": now, "exp": now + 3600})),
+    )
+}
+
+/// OAUTHBEARER with OIDC client credentials, as managed Kafkas use it:
+/// before it logs in, librdkafka fetches a token from the identity
+/// provider's token endpoint (here a local server speaking OAuth 2.0's
+/// wire format) with the client id and secret the bridge was given. Tansu
+/// 0.6 does not check OAUTHBEARER tokens, so the login itself is not
+/// asserted: the fetch is, and that the secret is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_fetches_an_oauthbearer_token_with_client_credentials() {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use std::sync::{Arc, Mutex};
+
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+    async fn token(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::Json<serde_json::Value> {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().unwrap().push((auth, body));
+        axum::Json(serde_json::json!({
+            "access_token": jwt("aies-bridge"), "token_type": "bearer", "expires_in": 3600,
+        }))
+    }
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route("/oauth2/token", axum::routing::post(token))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/oauth2/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let broker = SaslBroker::start();
+    let secret = "oidc-client-secret-5d1e";
+    let env = [
+        ("AIES_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+        ("AIES_KAFKA_SASL_MECHANISM", "OAUTHBEARER"),
+        ("AIES_KAFKA_SASL_OAUTHBEARER_METHOD", "oidc"),
+        ("AIES_KAFKA_SASL_OAUTHBEARER_CLIENT_ID", "aies-bridge"),
+        ("AIES_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", secret),
+        ("AIES_KAFKA_SASL_OAUTHBEARER_SCOPE", "kafka"),
+        ("AIES_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", &endpoint),
+    ];
+    let owned: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let bootstrap = broker.bootstrap.clone();
+    // The command blocks: off the runtime that serves the token endpoint.
+    let (_, out) = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        produce_to(&bootstrap, "oauth-crudos", &env, "5")
+    })
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty(),
+        "no token request reached the endpoint: {out}"
+    );
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("aies-bridge:{secret}"));
+    let (auth, body) = &seen[0];
+    assert_eq!(auth, &format!("Basic {basic}"), "{seen:?}");
+    assert!(
+        body.contains("grant_type=client_credentials") && body.contains("scope=kafka"),
+        "{body}"
+    );
+    assert!(!out.contains(secret), "{out}");
 }
