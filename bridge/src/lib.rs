@@ -83,10 +83,12 @@ impl Bridge {
             let _ = stop_tx.send(true);
         });
         topics::ensure(&self.config).await;
+        let status = Arc::new(member::Status::new(&self.config));
         tokio::spawn(watch_broker(
             producer.clone(),
             self.config.api_topic.clone(),
             metrics.clone(),
+            status.clone(),
             stop_rx.clone(),
         ));
         let enqueue = enqueue::serve(
@@ -96,7 +98,6 @@ impl Bridge {
             metrics.clone(),
             wait(stop_rx.clone()),
         );
-        let status = Arc::new(member::Status::new(&self.config));
         let reporter = member::Reporter::new(&self.config, status.clone(), metrics.clone())
             .map(|r| tokio::spawn(r.run(stop_rx.clone())));
         let relay = relay::run(self.config, producer, metrics, status, stop_rx);
@@ -120,6 +121,7 @@ async fn watch_broker(
     producer: FutureProducer,
     topic: String,
     metrics: Arc<Metrics>,
+    status: Arc<member::Status>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut was_up = true;
@@ -133,6 +135,9 @@ async fn watch_broker(
         .await;
         let up = matches!(answer, Ok(Ok(())));
         metrics.broker_up.set(i64::from(up));
+        if up {
+            status.broker_answered();
+        }
         match (&answer, was_up) {
             (Ok(Err(e)), true) => tracing::warn!("the Kafka broker does not answer: {e}"),
             (Err(e), true) => tracing::warn!("checking the Kafka broker: {e}"),

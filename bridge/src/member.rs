@@ -9,6 +9,7 @@ use aies_contract::members::{
     host_name, member_id, LaneReport, MemberKind, MemberReport, MemberState,
 };
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -21,7 +22,7 @@ use crate::BridgeConfig;
 /// How long one report may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -33,6 +34,8 @@ pub struct Status {
     host: String,
     started_ms: u64,
     lanes: Mutex<BTreeMap<&'static str, LaneStatus>>,
+    /// When the broker last answered (ms since the epoch).
+    broker_ok_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -56,11 +59,23 @@ impl Status {
             host,
             started_ms: now_ms(),
             lanes: Mutex::default(),
+            broker_ok_ms: AtomicU64::new(now_ms()),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The broker answered a request just now.
+    pub fn broker_answered(&self) {
+        self.broker_ok_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    /// How long the broker has not answered, and since when (ms).
+    pub fn broker_silence(&self) -> (Duration, u64) {
+        let since = self.broker_ok_ms.load(Ordering::SeqCst);
+        (Duration::from_millis(now_ms().saturating_sub(since)), since)
     }
 
     /// A lane's consumer joined its group: it owns nothing until measured.

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::request::{event_span, first_request, parse};
@@ -38,6 +39,10 @@ pub(super) enum Outcome {
     /// Shutdown came first: the event is not finished, so its offset must
     /// not be committed.
     Shutdown,
+    /// Its consumer was fenced (the broker unreachable past the session
+    /// timeout: its partitions presumed given to another bridge), so it
+    /// writes nothing: the partition's new owner runs it.
+    Lost,
 }
 
 impl Outcome {
@@ -46,7 +51,7 @@ impl Outcome {
     pub(super) fn first_try(&self) -> bool {
         match self {
             Self::Done { first_try } | Self::DeadLettered { first_try } => *first_try,
-            Self::Shutdown => false,
+            Self::Shutdown | Self::Lost => false,
         }
     }
 
@@ -58,7 +63,7 @@ impl Outcome {
         match self {
             Self::Done { .. } => Some(&metrics.succeeded),
             Self::DeadLettered { .. } => Some(&metrics.dead_lettered),
-            Self::Shutdown => None,
+            Self::Shutdown | Self::Lost => None,
         }
     }
 }
@@ -116,15 +121,26 @@ fn after_transient(
 impl Relay {
     /// Runs one event to its end: a result on `datos_procesados`, or the
     /// dead-letter topic, unless shutdown comes first.
-    pub(super) async fn process(&self, lane: &'static str, message: &OwnedMessage) -> Outcome {
-        self.life(lane, message).await.unwrap_or(Outcome::Shutdown)
+    /// `fenced` turns true when the event's consumer is presumed to have
+    /// lost its partitions: from then on the event writes nothing.
+    pub(super) async fn process(
+        &self,
+        lane: &'static str,
+        message: &OwnedMessage,
+        fenced: &AtomicBool,
+    ) -> Outcome {
+        self.life(lane, message, fenced)
+            .await
+            .unwrap_or(Outcome::Shutdown)
     }
 
     async fn life(
         &self,
         lane: &'static str,
         message: &OwnedMessage,
+        fenced: &AtomicBool,
     ) -> Result<Outcome, ShuttingDown> {
+        let lost = || fenced.load(Ordering::SeqCst);
         // The event's span: a child of the producer's `traceparent` (the
         // Kafka header, else the event's field), or a new trace. With span
         // export on, it is the exported span itself.
@@ -135,6 +151,7 @@ impl Relay {
         tracing::Span::current().record("trace_id", &trace.trace_id);
         let event = match parse(message) {
             Ok(e) => e,
+            Err(_) if lost() => return Ok(Outcome::Lost),
             Err(e) => {
                 self.dead_letter(message, &format!("{e:#}")).await?;
                 return Ok(Outcome::DeadLettered { first_try: true });
@@ -154,7 +171,11 @@ impl Relay {
                 .invoke_seconds
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());
-            let e = match judge(answer) {
+            let answer = judge(answer);
+            if lost() && !matches!(answer, Answer::Transient(_)) {
+                return Ok(Outcome::Lost);
+            }
+            let e = match answer {
                 Answer::Final(result) => {
                     self.publish_result(&result, &trace).await?;
                     return Ok(Outcome::Done { first_try });
@@ -172,6 +193,7 @@ impl Relay {
             let down = self.wait_while_pipeline_down().await?;
             match after_transient(attempt, attempts, down, &e) {
                 Retry::Same => {}
+                Retry::GiveUp(_) if lost() => return Ok(Outcome::Lost),
                 Retry::GiveUp(reason) => {
                     self.dead_letter(message, &reason).await?;
                     self.record_failure(&request, &reason).await;

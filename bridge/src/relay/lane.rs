@@ -9,7 +9,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -61,6 +61,10 @@ impl Lane {
 /// One consumer of a lane, replaced when the watchdog finds it stalled.
 struct LaneConsumer {
     consumer: StreamConsumer,
+    /// Set when the broker stayed unreachable past the session timeout
+    /// while this consumer was in the group: the group has presumably
+    /// given its partitions to others, so its events write nothing more.
+    fenced: AtomicBool,
     tracker: Mutex<OffsetTracker>,
     /// The last event of each key still running: the next one waits for it.
     chains: Mutex<HashMap<Vec<u8>, Done>>,
@@ -75,6 +79,7 @@ impl LaneConsumer {
             .with_context(|| format!("subscribing to {}", lane.topic))?;
         Ok(Self {
             consumer,
+            fenced: AtomicBool::new(false),
             tracker: Mutex::default(),
             chains: Mutex::default(),
         })
@@ -84,6 +89,15 @@ impl LaneConsumer {
 enum Exit {
     Shutdown,
     Stalled,
+    /// The broker was unreachable past the session timeout: a zombie.
+    Fenced,
+}
+
+/// A consumer is presumed to have lost its partitions when the broker has
+/// been silent for `after` since a moment it was already in the group
+/// (`since_ms >= joined_ms`); one that joined during the silence is not.
+fn presumed_lost(silent: Duration, since_ms: u64, joined_ms: u64, after: Duration) -> bool {
+    silent > after && since_ms >= joined_ms
 }
 
 /// How long the next consumer gets before a stall is called: a group that
@@ -143,6 +157,7 @@ impl Relay {
                 Exit::Stalled => {
                     stall_after = next_stall_after(stall_after, base, started.elapsed())
                 }
+                Exit::Fenced => {}
             }
         }
     }
@@ -162,12 +177,33 @@ impl Relay {
         let _abort = AbortOnDrop(watcher);
         let mut dog = Watchdog::default();
         let mut last_received = Instant::now();
+        let joined_ms = crate::member::now_ms();
+        // Half again the session timeout: by then the group has surely
+        // dropped this member, and a slow answer is not taken for silence.
+        let fence_after = Duration::from_millis(self.config.session_timeout_ms * 3 / 2);
+        let mut fence_check = tokio::time::interval(WATCH_EVERY);
         // Several bridges should not all rejoin at the same moment.
         let stall_after = stall_after.mul_f64(1.0 + f64::from(jitter_permille()) / 4000.0);
         loop {
             let message = tokio::select! {
                 m = current.consumer.recv() => m,
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
+                _ = fence_check.tick() => {
+                    // Silent since after this consumer joined: a consumer
+                    // made during the silence is not fenced again.
+                    let (silent, since) = self.status.broker_silence();
+                    if presumed_lost(silent, since, joined_ms, fence_after) {
+                        current.fenced.store(true, Ordering::SeqCst);
+                        tracing::warn!(
+                            lane = lane.name, group = %lane.group,
+                            "the broker has not answered for {silent:?}, past the session timeout: \
+                             this consumer's partitions are presumed given to others; its events \
+                             in flight write nothing, and the lane rejoins"
+                        );
+                        return Exit::Fenced;
+                    }
+                    continue;
+                }
                 Ok(()) = lag_rx.changed() => {
                     let Some(lag) = lag_rx.borrow_and_update().clone() else { continue };
                     self.record_lag(lane.name, &lag);
@@ -258,7 +294,7 @@ impl Relay {
                     .await
                     .expect("never closed");
                 let started = Instant::now();
-                let outcome = relay.process(lane, &message).await;
+                let outcome = relay.process(lane, &message, &current.fenced).await;
                 match outcome.counter(&relay.metrics) {
                     Some(ended) => {
                         ended.get_or_create(&label).inc();
@@ -277,7 +313,7 @@ impl Relay {
                     }
                     // Not finished: the offset stays uncommitted, and the
                     // event is read again after a restart or rebalance.
-                    None => tracing::warn!("event left uncommitted: shutting down"),
+                    None => tracing::warn!(?outcome, "event left uncommitted"),
                 }
                 relay.metrics.in_flight.get_or_create(&label).dec();
                 let _ = done_tx.send(());
@@ -373,6 +409,21 @@ async fn measure_lag(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_is_fenced_only_after_a_silence_it_lived_through() {
+        let after = Duration::from_secs(15);
+        let s = Duration::from_secs;
+        assert!(presumed_lost(s(16), 2_000, 1_000, after));
+        assert!(
+            !presumed_lost(s(14), 2_000, 1_000, after),
+            "not long enough"
+        );
+        assert!(
+            !presumed_lost(s(16), 2_000, 3_000, after),
+            "joined during the silence: not fenced again"
+        );
+    }
 
     #[test]
     fn a_group_that_stalls_again_soon_gets_longer_to_settle() {
