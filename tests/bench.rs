@@ -59,10 +59,11 @@ fn ms(d: Duration) -> f64 {
 fn report(name: &str, samples: &mut [Duration]) -> Duration {
     let p50 = percentile(samples, 0.5);
     println!(
-        "{name:<34} n={:<4} p50={:>8.2} ms  p95={:>8.2} ms",
+        "{name:<34} n={:<4} p50={:>8.2} ms  p95={:>8.2} ms  p99={:>8.2} ms",
         samples.len(),
         ms(p50),
-        ms(percentile(samples, 0.95))
+        ms(percentile(samples, 0.95)),
+        ms(percentile(samples, 0.99))
     );
     p50
 }
@@ -89,7 +90,8 @@ fn main() -> Result<()> {
 }
 
 async fn bench() -> Result<()> {
-    // One part alone (to profile it): AIES_BENCH_ONLY=noop|hits|pipeline|batch.
+    // One part alone (to profile it): AIES_BENCH_ONLY=noop|hits|pipeline|batch,
+    // or `latency`: the sequential latency rows only.
     match std::env::var("AIES_BENCH_ONLY").as_deref() {
         Ok("noop") => return noop_rows().await,
         Ok("hits") => return hit_rows().await,
@@ -286,6 +288,9 @@ async fn bench() -> Result<()> {
     );
     // The native model copy would count in the throughput rows' memory.
     drop((system, model));
+    if std::env::var("AIES_BENCH_ONLY").as_deref() == Ok("latency") {
+        return Ok(());
+    }
     // Let the stopped system's work end (its model freed, its consumers
     // leaving their groups) before the no-op row, the most sensitive to a
     // busy core: run right after, it gave 0.137-0.209x of native, against
