@@ -329,8 +329,12 @@ async fn unseen_semantic_hits(system: &System) -> Result<(Vec<Duration>, usize)>
             .then(|| Some((text("a")?, text("b")?)))?
     })
     .collect();
-    let first =
-        futures::future::join_all(pairs.iter().map(|(a, _)| system.process(a, Some(UNSEEN_TENANT)))).await;
+    let first = futures::future::join_all(
+        pairs
+            .iter()
+            .map(|(a, _)| system.process(a, Some(UNSEEN_TENANT))),
+    )
+    .await;
     // Each miss final and its answer in the cache (not read back from the
     // result topic: a reader group per task, hundreds of them, once left
     // the bench hanging in a consumer's close on Tansu).
