@@ -5,17 +5,18 @@
 Per embedding model: a logistic regression (scikit-learn, features
 standardized) on the judge's features plus that model's cosine. Its
 thresholds come from the tuning split only: 5-fold cross-validated
-predictions (stratified by language and kind), and for each level the
-lowest score at which at most that share of each language's traps is
-served, counting what the cache does around the judge (the exact tier
-answers a prompt equal after folding; the cheap vetoes refuse first; a
+predictions (stratified by language and kind), and for each level and
+each language of the asked prompt (as the judge detects it) the lowest
+score at which at most that share of that language's traps is served
+(and one for prompts in neither language, which holds for both),
+counting what the cache does around the judge (the exact tier answers a prompt equal after folding; the cheap vetoes refuse first; a
 candidate needs a similarity: of a few, the one that serves the most
 should-hits at the default level).
 
 A model the judge has no weights for (a remote embedding provider) gets
 the "*" weights: fitted without the cosine (its column all zero), with
-the candidate similarity of thresholds.txt's "*" floor. The held-out split is never read here:
-`make cache-eval` measures it.
+the candidate similarity of thresholds.txt's "*" floor. The held-out
+split is never read here: `make cache-eval` measures it.
 """
 
 import json
@@ -42,6 +43,10 @@ veto = np.array([p["veto"] is not None for p in pairs])
 langs = np.array([p["lang"] for p in pairs])
 kinds = np.array([p["kind"] for p in pairs])
 strata = np.array([f"{p['lang']}{p['kind']}" for p in pairs])
+# The asked prompt's language as the judge reads it (its own feature), by
+# which it picks its thresholds at run time.
+judged = np.where(x[:, dump["features"].index("asked_spanish") - 1] == 1, "es", "en")
+GRID = np.linspace(0.02, 0.995, 196)
 
 
 def fit(features, labels):
@@ -75,28 +80,42 @@ for model, m in models.items():
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(features, strata):
         prob[test] = fit(features[train], y[train]).predict_proba(features[test])[:, 1]
     def levels(floor):
-        """Per level: the threshold, and the rates it serves."""
+        """Per level: one threshold for every language, one per language
+        of the asked prompt, and the rates the latter serve."""
         candidate = ~veto & ((sim >= floor) | (m["similarity"] is None))
         found = {}
         for level, share in LEVELS.items():
-            for t in np.linspace(0.02, 0.995, 196):
-                served = exact | (candidate & (prob >= t))
+            for overall in GRID:
+                served = exact | (candidate & (prob >= overall))
                 if all(r[1] <= share for r in rates(served).values()):
                     break
-            found[level] = (round(float(t), 3), rates(served), served[~hard].mean())
+            per, served = {}, exact.copy()
+            for lang in LANGS:
+                group = judged == lang
+                for t in GRID:
+                    mine = exact | (candidate & (prob >= t))
+                    if mine[group & ~y & hard].mean() <= share:
+                        break
+                per[lang] = round(float(t), 3)
+                served[group] = mine[group]
+            found[level] = (round(float(overall), 3), per, rates(served), served[~hard].mean())
         return found
 
     def default_hits(floor):
-        return sum(h for h, _ in levels(floor)["default"][1].values())
+        return sum(h for h, _ in levels(floor)["default"][2].values())
 
     floor = max(choices, key=default_hits)
     found = levels(floor)
     print(f"{model} (tuning split, {len(y)} pairs, 5-fold cross-validated; thresholds and the candidate similarity chosen on these same predictions)")
     print(f"  candidate similarity >= {floor}")
-    for level, (t, r, unrelated) in found.items():
+    for level, (t, per, r, unrelated) in found.items():
         line = "  ".join(f"{lang}: hits {h:.1%} traps {tr:.1%}" for lang, (h, tr) in r.items())
-        print(f"  {level:8s} p >= {t:.3f}  {line}  unrelated {unrelated:.1%}")
-    thresholds = {level: t for level, (t, _, _) in found.items()}
+        at = "  ".join(f"{lang} p >= {pt:.3f}" for lang, pt in per.items())
+        print(f"  {level:8s} {at}  {line}  unrelated {unrelated:.1%}  (neither language: p >= {t:.3f})")
+    thresholds = {level: t for level, (t, _, _, _) in found.items()}
+    by_language = {
+        lang: {level: per[lang] for level, (_, per, _, _) in found.items()} for lang in LANGS
+    }
     final = fit(features, y)
     scaler, lr = final[0], final[1]
     out["models"][model] = {
@@ -106,5 +125,6 @@ for model, m in models.items():
         "intercept": float(lr.intercept_[0]),
         "candidate_similarity": floor,
         "thresholds": thresholds,
+        "language_thresholds": by_language,
     }
 json.dump(out, open(sys.argv[2], "w"), indent=1)

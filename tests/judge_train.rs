@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         })
         .collect();
     let dump = json!({
-        "features": FEATURES, "layers": JUDGE_LAYERS, "models": by_model, "pairs": rows,
+        "features": FEATURES.as_slice(), "layers": JUDGE_LAYERS, "models": by_model, "pairs": rows,
         // Where the judge has no weights for a model (remote providers):
         // the candidates' similarity, on a scale nobody measured here.
         "any_model_floor": Thresholds::for_model("*").floor,

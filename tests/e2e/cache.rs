@@ -51,10 +51,12 @@ async fn near_misses_are_refused_by_the_guard_and_paraphrases_still_hit() {
     for cached in ["Convert 5 miles to km", "How do I cancel my subscription?"] {
         system.complete(cached).await;
     }
-    // Near-misses that all-MiniLM-L6-v2 scores above the threshold.
+    // Near-misses that the embedding scores above the threshold: a cheap
+    // veto refuses the first, the judge the second (negation is one of
+    // its features, not a veto).
     for (near_miss, reason) in [
         ("Convert 5 km to miles", "units"),
-        ("How do I not cancel my subscription?", "negation"),
+        ("How do I not cancel my subscription?", "judge"),
     ] {
         let (status, body) = system.process(near_miss, None).await;
         assert_eq!(

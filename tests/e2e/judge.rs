@@ -82,7 +82,7 @@ const PARAPHRASES: [(&str, &str); 6] = [
         "What is the capital of France?",
         "What's the capital city of France?",
     ),
-    ("Give me a recipe for pancakes", "Give me a pancake recipe"),
+    ("Give me a recipe for pancakes", "How do I make pancakes?"),
     (
         "How do I renew my passport?",
         "What's the process for renewing my passport?",
@@ -138,28 +138,25 @@ async fn each_trap_kind_is_refused_and_paraphrases_are_served() {
         let score = body["cache"]["judge_score"].as_f64().unwrap_or(-1.0);
         assert!((0.5..=1.0).contains(&score), "the judge's score: {body}");
     }
-    // The swaps, intents, facets, audiences, entity and direction got past
-    // the cheap vetoes: the judge refused them.
+    // The swaps, intents, facets, audiences, entity, direction and
+    // negation got past the cheap vetoes: the judge refused them.
     let metrics = system.metrics().await;
     let by_judge = metric(&metrics, "aies_cache_guard_refused_total{reason=\"judge\"}");
-    assert!(by_judge >= 10.0, "{metrics}");
-    for reason in ["numbers", "negation", "language"] {
+    assert!(by_judge >= 11.0, "{metrics}");
+    for reason in ["numbers", "language"] {
         let name = format!("aies_cache_guard_refused_total{{reason=\"{reason}\"}}");
         assert!(metric(&metrics, &name) >= 1.0, "{reason}: {metrics}");
     }
 }
 
 /// `cache_judge` per request: a paraphrase that only the lenient level
-/// serves (e5 judge score about 0.85: default needs 0.90, lenient 0.63,
-/// from `make judge`); an unknown level is a 400.
+/// serves (e5 judge score about 0.85: for English prompts default needs
+/// 0.88, lenient 0.62, from `make judge`); an unknown level is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_chooses_how_sure_the_judge_must_be() {
     let fake = FakeLlm::start().await;
     let system = System::start(Options::new("judge-level").llm(&fake, "openai")).await;
-    let (cached, asked) = (
-        "¿Por qué el cielo es azul?",
-        "¿Qué hace que el cielo se vea azul?",
-    );
+    let (cached, asked) = ("Give me a recipe for pancakes", "Give me a pancake recipe");
     // A tenant per level: a refused ask caches its own answer.
     for (level, served) in [("strict", false), ("default", false), ("lenient", true)] {
         let tenant = format!("level-{level}");

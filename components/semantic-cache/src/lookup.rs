@@ -80,7 +80,7 @@ pub fn lookup(mut req: LookupRequest) -> Result<LookupResponse> {
 
 /// The first candidate (best first) that asks the same thing, and why the
 /// others were refused: the cheap vetoes (language, numbers, units,
-/// negation, dates), then the judge; where the judge cannot be asked, the
+/// dates), then the judge; where the judge cannot be asked, the
 /// whole guard at the stricter fallback similarity.
 fn choose(
     prompt: &str,

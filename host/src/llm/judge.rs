@@ -18,6 +18,7 @@ use std::path::Path;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
+use aies_cache_guard::text::Lang;
 use aies_cache_guard::{verify, Analysis, Match, Policy};
 use aies_contract::{JudgeReply, JudgeRequest, JudgeThresholds, MAX_JUDGE_CANDIDATES};
 
@@ -34,7 +35,7 @@ const MAX_CHARS: usize = 4096;
 
 /// The features' names, in [`features`]' order: the training script's
 /// columns and `judge.json`'s weights.
-pub const FEATURES: [&str; 31] = [
+pub const FEATURES: [&str; 38] = [
     "similarity",
     "ordered_over_free",
     "cached_unmatched_07",
@@ -66,6 +67,13 @@ pub const FEATURES: [&str; 31] = [
     "reordered_content",
     "content_words",
     "guard_same_words",
+    "stem_jaccard",
+    "same_stems",
+    "cached_only_stems",
+    "asked_only_stems",
+    "negation_differs",
+    "question_words_differ",
+    "asked_spanish",
 ];
 
 /// One pair's features: `cached` and `asked` are the two prompts (without
@@ -247,13 +255,26 @@ fn lexical(a: &str, b: &str) -> Vec<f32> {
         .collect();
     // The guard's reading: the same meaningful words (stems, synonyms),
     // no direction or role swapped that it can see.
-    let same = verify(
-        &Analysis::new(b),
-        &Analysis::new(a),
-        1.0,
-        &Policy::default(),
-    );
-    vec![
+    let asked = Analysis::new(b);
+    let same = verify(&asked, &Analysis::new(a), 1.0, &Policy::default());
+    // Content words by their Snowball stems, in the asked prompt's
+    // language: "tomate" / "tomates", "cancelé" / "cancelar".
+    let stemmer = rust_stemmers::Stemmer::create(match asked.lang {
+        Lang::Es => rust_stemmers::Algorithm::Spanish,
+        _ => rust_stemmers::Algorithm::English,
+    });
+    let stems = |ws: &[String]| -> HashSet<String> {
+        ws.iter().map(|w| stemmer.stem(w).into_owned()).collect()
+    };
+    let (ta, tb) = (stems(&ca), stems(&cb));
+    let stem_union = ta.union(&tb).count();
+    let stem_jaccard = ta.intersection(&tb).count() as f32 / stem_union.max(1) as f32;
+    let lang = match asked.lang {
+        Lang::Es => "es",
+        _ => "en",
+    };
+    let flag = |x: bool| f32::from(u8::from(x));
+    let mut out = vec![
         crossed(&order),
         f32::from(u8::from(wa == wb)),
         jaccard,
@@ -263,7 +284,93 @@ fn lexical(a: &str, b: &str) -> Vec<f32> {
         f32::from(u8::from(reordered)),
         union as f32,
         f32::from(u8::from(same == Ok(Match::Same))),
-    ]
+    ];
+    out.extend([
+        stem_jaccard,
+        flag(ta == tb),
+        ta.difference(&tb).count() as f32,
+        tb.difference(&ta).count() as f32,
+        flag(negated(&wa) != negated(&wb)),
+        flag(question_words(&wa, lang) != question_words(&wb, lang)),
+        flag(asked.lang == Lang::Es),
+    ]);
+    out
+}
+
+/// Words that negate (folded), and the "n't" of a contraction ("don't"
+/// folds to "don", "t").
+const NEGATIONS: &str = "no not never nobody nothing none without nor nunca jamas ni sin nadie \
+    nada ningun ninguna ninguno tampoco dont doesnt cant wont isnt arent didnt shouldnt";
+
+/// Whether the prompt is negated: an odd number of negations.
+fn negated(words: &[String]) -> bool {
+    let list: HashSet<&str> = NEGATIONS.split_whitespace().collect();
+    let contractions = words
+        .windows(2)
+        .filter(|w| w[1] == "t" && w[0].ends_with('n'))
+        .count();
+    let plain = words.iter().filter(|w| list.contains(w.as_str())).count();
+    (plain + contractions) % 2 == 1
+}
+
+/// Question words, longest first: "how much" is not "how long".
+const QUESTIONS_EN: [&str; 13] = [
+    "how much",
+    "how many",
+    "how long",
+    "how often",
+    "how old",
+    "how far",
+    "when",
+    "where",
+    "who",
+    "why",
+    "which",
+    "what",
+    "how",
+];
+const QUESTIONS_ES: [&str; 14] = [
+    "cada cuanto",
+    "cuanto",
+    "cuanta",
+    "cuantos",
+    "cuantas",
+    "cuando",
+    "donde",
+    "quien",
+    "quienes",
+    "por que",
+    "cual",
+    "cuales",
+    "que",
+    "como",
+];
+
+/// The question words a prompt uses (each occurrence taken once, the
+/// longest first).
+fn question_words(words: &[String], lang: &str) -> Vec<&'static str> {
+    let list: &[&str] = if lang == "es" {
+        &QUESTIONS_ES
+    } else {
+        &QUESTIONS_EN
+    };
+    let mut taken = vec![false; words.len()];
+    let mut found = Vec::new();
+    for q in list {
+        let parts: Vec<&str> = q.split(' ').collect();
+        for start in 0..words.len().saturating_sub(parts.len() - 1) {
+            let span = start..start + parts.len();
+            let free = span.clone().all(|i| !taken[i]);
+            if free && parts.iter().zip(&words[span.clone()]).all(|(p, w)| p == w) {
+                span.for_each(|i| taken[i] = true);
+                if !found.contains(q) {
+                    found.push(*q);
+                }
+            }
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 /// A logistic regression over standardized features, for one embedding
@@ -275,10 +382,29 @@ pub struct ModelWeights {
     pub coef: Vec<f32>,
     pub intercept: f32,
     pub candidate_similarity: f32,
+    /// For a prompt in neither language the judge knows.
     pub thresholds: JudgeThresholds,
+    /// Per language of the asked prompt (`en`, `es`), each chosen on that
+    /// language's tuning pairs: one threshold for both held Spanish to
+    /// what English traps allowed.
+    #[serde(default)]
+    pub language_thresholds: BTreeMap<String, JudgeThresholds>,
 }
 
 impl ModelWeights {
+    /// The thresholds for a prompt in `lang`.
+    pub fn thresholds_for(&self, lang: Lang) -> JudgeThresholds {
+        let key = match lang {
+            Lang::En => "en",
+            Lang::Es => "es",
+            Lang::Unknown => return self.thresholds,
+        };
+        self.language_thresholds
+            .get(key)
+            .copied()
+            .unwrap_or(self.thresholds)
+    }
+
     pub fn probability(&self, x: &[f32]) -> f32 {
         let z: f32 = x
             .iter()
@@ -405,7 +531,7 @@ impl JudgeEngine {
         Ok(JudgeReply {
             scores,
             candidate_similarity: w.candidate_similarity,
-            thresholds: w.thresholds,
+            thresholds: w.thresholds_for(Analysis::new(&req.asked).lang),
         })
     }
 }
@@ -470,6 +596,33 @@ mod tests {
             "the worst match shows the replaced token"
         );
         assert_eq!(alignment(&[], &[x]), vec![0.0; 21]);
+    }
+
+    #[test]
+    fn negation_counts_contractions_and_cancels_out() {
+        assert!(negated(&words("Why don't cats like water?")));
+        assert!(negated(&words("¿Por qué no funciona?")));
+        assert!(!negated(&words("Can't I not go?")), "two negations");
+        assert!(!negated(&words("Can I cancel it?")));
+    }
+
+    #[test]
+    fn question_words_tell_facets_apart() {
+        let en = |s| question_words(&words(s), "en");
+        assert_eq!(en("How much does it cost?"), ["how much"]);
+        assert_ne!(en("How much does it cost?"), en("How long does it take?"));
+        assert_eq!(en("When and where?"), ["when", "where"]);
+        let es = |s| question_words(&words(s), "es");
+        assert_eq!(es("¿Cada cuánto riego un cactus?"), ["cada cuanto"]);
+        assert_ne!(es("¿Cuánto cuesta?"), es("¿Cuándo abre?"));
+    }
+
+    #[test]
+    fn stems_see_a_plural_as_the_same_word() {
+        let i = FEATURES.iter().position(|f| *f == "same_stems").unwrap() - 22;
+        let x = lexical("¿El tomate es fruta?", "¿Los tomates son frutas?");
+        assert_eq!(x[i], 1.0, "{x:?}");
+        assert_eq!(x[i + 5], 1.0, "Spanish");
     }
 
     #[test]
