@@ -31,6 +31,9 @@ pub struct HostConfig {
     /// its next request on a kept-alive connection: a connection that
     /// stalls or idles that long is closed.
     pub header_read_timeout: Duration,
+    /// At shutdown, how long requests in flight may take to finish before
+    /// they are cut.
+    pub drain_timeout: Duration,
     /// Time between two reports of this instance into the Redis of the
     /// app's Redis trigger (`/stats` lists members); `None`: no reports.
     pub member_report: Option<Duration>,
@@ -52,6 +55,7 @@ impl HostConfig {
             metrics_listen: None,
             embedding_memo: crate::llm::MEMO_TEXTS,
             header_read_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(25),
             member_report: Some(Duration::from_millis(
                 aies_contract::members::REPORT_EVERY_MS,
             )),

@@ -44,6 +44,11 @@ struct Args {
     /// its next request on a kept-alive connection) before it is closed.
     #[arg(long, default_value_t = 20, env = "AIES_HEADER_READ_TIMEOUT_SECS")]
     header_read_timeout_secs: u64,
+    /// Seconds the requests in flight at shutdown may take to finish
+    /// (under the orchestrator's grace period: 30 s in compose.yaml and
+    /// Kubernetes' default).
+    #[arg(long, default_value_t = 25, env = "AIES_DRAIN_TIMEOUT_SECS")]
+    drain_timeout_secs: u64,
     /// This instance's name on `/stats` and the dashboard; default: its
     /// host name and a random suffix.
     #[arg(long, env = "AIES_MEMBER_ID")]
@@ -120,6 +125,7 @@ async fn serve(args: Args) -> Result<()> {
     config.metrics_listen = args.metrics_listen;
     config.embedding_memo = args.embedding_memo;
     config.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs.max(1));
+    config.drain_timeout = Duration::from_secs(args.drain_timeout_secs);
     config.member_report =
         (args.member_report_ms > 0).then(|| Duration::from_millis(args.member_report_ms.max(100)));
     if let Some(id) = args.member_id {

@@ -1,5 +1,9 @@
 //! The HTTP trigger: accepts connections, routes each request to the
-//! component of the best-matching route, and shuts down on a signal.
+//! component of the best-matching route, and shuts down on a signal:
+//! it stops accepting, lets the requests in flight finish (each kept-alive
+//! connection closes after its current response) for at most the drain
+//! timeout, then stops, so that a graceful restart does not cut the
+//! invocations it was serving (the bridge would run them again).
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -7,6 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     header_read_timeout: std::time::Duration,
+    drain_timeout: std::time::Duration,
     member: Option<Arc<Reporter>>,
 }
 
@@ -66,6 +72,7 @@ impl Server {
             metrics,
             metrics_listener,
             header_read_timeout: config.header_read_timeout,
+            drain_timeout: config.drain_timeout,
             member,
         })
     }
@@ -87,7 +94,8 @@ impl Server {
         &self.app
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting.
+    /// Serves until `shutdown` resolves, then stops accepting and drains
+    /// the requests in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
         let app = self.app.clone();
@@ -103,6 +111,7 @@ impl Server {
             .member
             .clone()
             .map(|m| tokio::spawn(async move { m.run().await }));
+        let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
             let (stream, client) = tokio::select! {
@@ -124,6 +133,7 @@ impl Server {
             let slots = slots.clone();
             let metrics = self.metrics.clone();
             let header_read_timeout = self.header_read_timeout;
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let app = app.clone();
@@ -134,16 +144,33 @@ impl Server {
                         Ok::<_, std::convert::Infallible>(handle(&app, &metrics, client, req).await)
                     }
                 });
-                if let Err(e) = http1::Builder::new()
+                let connection = http1::Builder::new()
                     .keep_alive(true)
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%client, "connection ended: {e}");
                 }
             });
+        }
+        // New connections are refused from now on, not left waiting in
+        // the listen backlog while the drain runs.
+        drop(self.listener);
+        let in_flight = self.metrics.in_flight();
+        tracing::info!(
+            in_flight,
+            "HTTP trigger stopping: draining requests in flight (at most {:?})",
+            self.drain_timeout
+        );
+        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.metrics.in_flight(),
+                "requests still in flight after the drain timeout are cut"
+            );
         }
         redis_trigger.abort();
         if let Some(m) = metrics_server {

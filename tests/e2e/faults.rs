@@ -124,6 +124,32 @@ async fn the_host_killed_mid_invoke_and_restarted_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_sent_sigterm_mid_invoke_finishes_them_first() {
+    // Slow answers: a whole slot's worth of invocations is in flight when
+    // the signal comes.
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_secs(2));
+    let mut stack = Stack::start(Setup::new(&fake)).await;
+    let n = IN_FLIGHT * 3;
+    stack.setup.produce("host-term", 0..n).await;
+    let since = Instant::now();
+    while fake.calls() < IN_FLIGHT / 2 {
+        assert!(since.elapsed() < WITHIN, "no invocation started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    // Its drain timeout is 25 s; these finish within 2 s.
+    let status = stack.host.terminate(Duration::from_secs(30)).unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "the host exited with {status}");
+    stack.host = stack.setup.start_host().await;
+    // Not one LLM call made again: what the host was serving finished, and
+    // what came after the signal was refused before reaching a component.
+    let outcome = stack.assert_exactly_once(n, &fake, 0).await;
+    println!("host SIGTERM: exited 0 in {took:?}; {outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_sent_sigterm_mid_run_exits_0_within_its_grace_period() {
     let fake = llm().await;
     let mut stack = Stack::start(Setup::new(&fake)).await;
