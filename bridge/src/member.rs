@@ -6,12 +6,12 @@
 //! `stopped` as its last word.
 
 use aies_contract::members::{
-    host_name, member_id, LaneReport, MemberKind, MemberReport, MemberState,
+    host_name, member_id, now_ms, LaneReport, MemberKind, MemberReport, MemberState,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Secret;
@@ -21,12 +21,6 @@ use crate::BridgeConfig;
 
 /// How long one report may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What the lanes last measured of themselves.
 pub struct Status {

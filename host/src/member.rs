@@ -5,23 +5,17 @@
 //! has no such report: its instances are shown by its own tools.
 
 use aies_contract::members::{
-    host_name, member_id, to_forget, MemberKind, MemberReport, MemberState, MEMBERS_KEY,
+    host_name, member_id, now_ms, to_forget, MemberKind, MemberReport, MemberState, MEMBERS_KEY,
 };
 use anyhow::{Context, Result};
 use redis::IntoConnectionInfo;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::metrics::Metrics;
 
 /// How long one report may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 pub struct Reporter {
     client: redis::Client,

@@ -164,6 +164,14 @@ impl MemberReport {
 }
 
 /// This machine's (or container's) name, for [`MemberReport::host`].
+/// Now, in milliseconds since the epoch: the members' clock (0 for a
+/// clock before the epoch).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn host_name() -> String {
     let name = std::env::var("HOSTNAME")
         .ok()
