@@ -269,3 +269,41 @@ impl Cluster {
         format!("http://{addr}")
     }
 }
+
+/// Every result on `datos_procesados` (duplicates included): the consumer
+/// that published it (`aies_contract::CONSUMER_HEADER`) and when (the
+/// record's create time, ms since the epoch, set when the bridge produced
+/// it).
+pub async fn result_writers(bootstrap: &str, partitions: i32) -> Vec<(String, i64)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::ClientConfig;
+    let total = crate::harness::topic_size_at(bootstrap, aies_contract::RESULT_TOPIC, partitions);
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("writers-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[aies_contract::RESULT_TOPIC]).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as i64) < total {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("read {} of {total} results", out.len()))
+            .unwrap();
+        let writer = m
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == aies_contract::CONSUMER_HEADER)
+                    .and_then(|h| h.value)
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("every result names its consumer");
+        let at = m.timestamp().to_millis().expect("every result has a time");
+        out.push((writer, at));
+    }
+    out
+}

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use aies_tests::cluster::{batch_lane_offsets, docker, healthy, recovered, Cluster};
+use aies_tests::cluster::{
+    batch_lane_offsets, docker, healthy, recovered, result_writers, Cluster,
+};
 use aies_tests::fake_llm::FakeLlm;
 use aies_tests::harness::topic_size_at;
 use aies_tests::stack::{self, IN_FLIGHT};
@@ -392,6 +394,7 @@ async fn a_bridge_cut_off_past_its_session_timeout_loses_nothing() {
     let network = cluster.network();
     let at = fault(&cluster);
     let since = at.1;
+    let cut_ms = now_ms();
     docker(&["network", "disconnect", &network, &victim]);
     // Past the bridge's session timeout (10 s): the group hands its
     // partitions to the others while it still believes it owns them.
@@ -399,9 +402,59 @@ async fn a_bridge_cut_off_past_its_session_timeout_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(since.elapsed())).await;
     docker(&["network", "connect", &network, &victim]);
     let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
+    let zombie = nothing_written_by_the_zombie(&cluster, &victim, cut_ms).await;
     println!(
-        "bridge cut off 20 s: {outcome}; every partition moved again {recovery:?} after the cut"
+        "bridge cut off 20 s: {outcome}; every partition moved again {recovery:?} after the cut; {zombie}"
     );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The bridges' session timeout (`AIES_SESSION_TIMEOUT_MS`, its default):
+/// from then on, the group may have given a silent member's partitions to
+/// others.
+const SESSION_TIMEOUT_MS: i64 = 10_000;
+
+/// The consumers the cut-off bridge had before the cut (named by its
+/// member id, which starts with its host name, the container id's first
+/// 12 characters) published no result after the group could have handed
+/// their partitions to others: the fenced zombie wrote nothing. Its
+/// consumers after the rejoin may.
+async fn nothing_written_by_the_zombie(cluster: &Cluster, victim: &str, cut_ms: i64) -> String {
+    let writers = result_writers(&cluster.bootstrap(), PARTITIONS as i32).await;
+    let prefix = format!("{}-", &victim[..12]);
+    let old: std::collections::BTreeSet<&str> = writers
+        .iter()
+        .filter(|(w, at)| w.starts_with(&prefix) && *at < cut_ms)
+        .map(|(w, _)| w.as_str())
+        .collect();
+    assert!(
+        !old.is_empty(),
+        "the victim published nothing before the cut"
+    );
+    let late: Vec<_> = writers
+        .iter()
+        .filter(|(w, at)| old.contains(w.as_str()) && *at > cut_ms + SESSION_TIMEOUT_MS)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the cut-off bridge's old consumers wrote {} results after their session timed out: {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
+    let rejoined = writers
+        .iter()
+        .filter(|(w, at)| w.starts_with(&prefix) && !old.contains(w.as_str()) && *at > cut_ms)
+        .count();
+    format!(
+        "its consumers before the cut ({old:?}) wrote nothing after their session timed out, \
+         its new ones {rejoined} results"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 //! 4. A dead-lettered event's task is recorded as FAILURE in the app
 //!    (`/invoke/fail`), so that nobody waits on it for ever.
 
-use aies_contract::{InvokeRequest, TaskResult, TraceParent};
+use aies_contract::{InvokeRequest, TaskResult, TraceParent, CONSUMER_HEADER};
 use anyhow::{anyhow, Result};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +27,16 @@ use crate::dead_letter::dead_letter_headers;
 use crate::invoker::InvokeError;
 use crate::kafka::TRACEPARENT;
 use crate::metrics::{LaneLabel, Metrics};
+
+/// The consumer an event was read by, as its events see it.
+pub(super) struct Owner {
+    /// Written on each result (`aies_contract::CONSUMER_HEADER`).
+    pub(super) name: String,
+    /// Set when the broker stayed unreachable past the session timeout
+    /// while this consumer was in the group: the group has presumably
+    /// given its partitions to others, so its events write nothing more.
+    pub(super) fenced: AtomicBool,
+}
 
 /// How one event's life ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -121,15 +131,15 @@ fn after_transient(
 impl Relay {
     /// Runs one event to its end: a result on `datos_procesados`, or the
     /// dead-letter topic, unless shutdown comes first.
-    /// `fenced` turns true when the event's consumer is presumed to have
-    /// lost its partitions: from then on the event writes nothing.
+    /// `owner.fenced` turns true when the event's consumer is presumed to
+    /// have lost its partitions: from then on the event writes nothing.
     pub(super) async fn process(
         &self,
         lane: &'static str,
         message: &OwnedMessage,
-        fenced: &AtomicBool,
+        owner: &Owner,
     ) -> Outcome {
-        self.life(lane, message, fenced)
+        self.life(lane, message, owner)
             .await
             .unwrap_or(Outcome::Shutdown)
     }
@@ -138,9 +148,9 @@ impl Relay {
         &self,
         lane: &'static str,
         message: &OwnedMessage,
-        fenced: &AtomicBool,
+        owner: &Owner,
     ) -> Result<Outcome, ShuttingDown> {
-        let lost = || fenced.load(Ordering::SeqCst);
+        let lost = || owner.fenced.load(Ordering::SeqCst);
         // The event's span: a child of the producer's `traceparent` (the
         // Kafka header, else the event's field), or a new trace. With span
         // export on, it is the exported span itself.
@@ -177,7 +187,7 @@ impl Relay {
             }
             let e = match answer {
                 Answer::Final(result) => {
-                    self.publish_result(&result, &trace).await?;
+                    self.publish_result(&result, &trace, &owner.name).await?;
                     return Ok(Outcome::Done { first_try });
                 }
                 Answer::Refused(e) => {
@@ -214,6 +224,7 @@ impl Relay {
         &self,
         result: &TaskResult,
         trace: &TraceParent,
+        consumer: &str,
     ) -> Result<(), ShuttingDown> {
         // Strings and a unit enum: serializing cannot fail.
         let payload = serde_json::to_vec(result).expect("a TaskResult serializes");
@@ -223,10 +234,17 @@ impl Relay {
             FutureRecord::to(topic)
                 .key(result.task_id.as_bytes())
                 .payload(&payload[..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: TRACEPARENT,
-                    value: Some(&traceparent),
-                }))
+                .headers(
+                    OwnedHeaders::new()
+                        .insert(Header {
+                            key: TRACEPARENT,
+                            value: Some(&traceparent),
+                        })
+                        .insert(Header {
+                            key: CONSUMER_HEADER,
+                            value: Some(consumer),
+                        }),
+                )
         })
         .await?;
         tracing::info!(task_id = %result.task_id, status = ?result.status, "result published");

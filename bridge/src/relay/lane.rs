@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
+use super::event::Owner;
 use super::request::producer_traceparent;
 use super::{jitter_permille, AbortOnDrop, Relay};
 use crate::in_flight::Limit;
@@ -61,10 +62,7 @@ impl Lane {
 /// One consumer of a lane, replaced when the watchdog finds it stalled.
 struct LaneConsumer {
     consumer: StreamConsumer,
-    /// Set when the broker stayed unreachable past the session timeout
-    /// while this consumer was in the group: the group has presumably
-    /// given its partitions to others, so its events write nothing more.
-    fenced: AtomicBool,
+    owner: Owner,
     tracker: Mutex<OffsetTracker>,
     /// The last event of each key still running: the next one waits for it.
     chains: Mutex<HashMap<Vec<u8>, Done>>,
@@ -72,14 +70,19 @@ struct LaneConsumer {
 
 impl LaneConsumer {
     /// A new consumer in the lane's group, subscribed to its topic.
-    fn join(config: &BridgeConfig, lane: &Lane) -> Result<Self> {
+    /// `name`: this member's id, the lane and the how-many-th consumer of
+    /// the lane this is, written on every result it publishes.
+    fn join(config: &BridgeConfig, lane: &Lane, name: String) -> Result<Self> {
         let consumer = kafka::lane_consumer(config, &lane.group)?;
         consumer
             .subscribe(&[&lane.topic])
             .with_context(|| format!("subscribing to {}", lane.topic))?;
         Ok(Self {
             consumer,
-            fenced: AtomicBool::new(false),
+            owner: Owner {
+                name,
+                fenced: AtomicBool::new(false),
+            },
             tracker: Mutex::default(),
             chains: Mutex::default(),
         })
@@ -125,8 +128,11 @@ impl Relay {
         )));
         let base = Duration::from_secs(self.config.stall_timeout_secs.max(1));
         let mut stall_after = base;
+        let mut number = 0u64;
         loop {
-            let current = Arc::new(LaneConsumer::join(&self.config, &lane)?);
+            number += 1;
+            let name = format!("{}/{}/{number}", self.status.id(), lane.name);
+            let current = Arc::new(LaneConsumer::join(&self.config, &lane, name)?);
             self.status.joined(lane.name, &lane.topic, &lane.group);
             tracing::info!(
                 lane = lane.name, topic = %lane.topic, group = %lane.group,
@@ -177,7 +183,7 @@ impl Relay {
         let _abort = AbortOnDrop(watcher);
         let mut dog = Watchdog::default();
         let mut last_received = Instant::now();
-        let joined_ms = crate::member::now_ms();
+        let joined_ms = aies_contract::members::now_ms();
         // Half again the session timeout: by then the group has surely
         // dropped this member, and a slow answer is not taken for silence.
         let fence_after = Duration::from_millis(self.config.session_timeout_ms * 3 / 2);
@@ -193,7 +199,7 @@ impl Relay {
                     // made during the silence is not fenced again.
                     let (silent, since) = self.status.broker_silence();
                     if presumed_lost(silent, since, joined_ms, fence_after) {
-                        current.fenced.store(true, Ordering::SeqCst);
+                        current.owner.fenced.store(true, Ordering::SeqCst);
                         tracing::warn!(
                             lane = lane.name, group = %lane.group,
                             "the broker has not answered for {silent:?}, past the session timeout: \
@@ -294,7 +300,7 @@ impl Relay {
                     .await
                     .expect("never closed");
                 let started = Instant::now();
-                let outcome = relay.process(lane, &message, &current.fenced).await;
+                let outcome = relay.process(lane, &message, &current.owner).await;
                 match outcome.counter(&relay.metrics) {
                     Some(ended) => {
                         ended.get_or_create(&label).inc();

@@ -13,6 +13,12 @@ pub const RAW_TOPIC: &str = "datos_crudos";
 pub const API_TOPIC: &str = "datos_api";
 /// Final results, one message per finished task.
 pub const RESULT_TOPIC: &str = "datos_procesados";
+/// The header on each result naming the consumer that published it:
+/// `<bridge member id>/<lane>/<n>`, the lane's n-th consumer in that
+/// bridge's life. A consumer presumed to have lost its partitions (fenced)
+/// publishes nothing more, so a result of an old consumer written after
+/// its bridge was cut off would be a zombie's.
+pub const CONSUMER_HEADER: &str = "aies-consumer";
 /// Events that exhausted their retries or could not be parsed.
 pub const DEAD_LETTER_TOPIC: &str = "datos_crudos_dlq";
 /// The bridge's consumer group (the API lane's group adds `_api`).

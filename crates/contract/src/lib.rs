@@ -29,7 +29,8 @@ pub use api::{
     MAX_TOKENS_LIMIT,
 };
 pub use events::{
-    RawEvent, API_TOPIC, CONSUMER_GROUP, DEAD_LETTER_TOPIC, EVENT_VERSION, RAW_TOPIC, RESULT_TOPIC,
+    RawEvent, API_TOPIC, CONSUMER_GROUP, CONSUMER_HEADER, DEAD_LETTER_TOPIC, EVENT_VERSION,
+    RAW_TOPIC, RESULT_TOPIC,
 };
 pub use ids::{valid_scope, valid_task_id, valid_tenant, DEFAULT_TENANT};
 pub use judge::{
