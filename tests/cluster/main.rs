@@ -396,16 +396,47 @@ async fn a_bridge_cut_off_past_its_session_timeout_loses_nothing() {
     let since = at.1;
     let cut_ms = now_ms();
     docker(&["network", "disconnect", &network, &victim]);
+    let cut_done_ms = now_ms();
     // Past the bridge's session timeout (10 s): the group hands its
     // partitions to the others while it still believes it owns them.
     let recovery = recovery(&cluster, at).await;
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(since.elapsed())).await;
+    println!(
+        "cut {} ms after it was asked for; reconnected {} ms after",
+        cut_done_ms - cut_ms,
+        now_ms() - cut_ms
+    );
     docker(&["network", "connect", &network, &victim]);
     let outcome = all_done(&cluster, &fake, IN_FLIGHT * 6).await;
     let zombie = nothing_written_by_the_zombie(&cluster, &victim, cut_ms).await;
     println!(
         "bridge cut off 20 s: {outcome}; every partition moved again {recovery:?} after the cut; {zombie}"
     );
+}
+
+/// What a bridge's log says of its lanes and the broker.
+fn lanes_log(container: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .filter(|l| {
+            [
+                "Kafka broker",
+                "presumed",
+                "relay st",
+                "draining",
+                "still running",
+                "rebalance",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn now_ms() -> i64 {
@@ -441,11 +472,19 @@ async fn nothing_written_by_the_zombie(cluster: &Cluster, victim: &str, cut_ms: 
         .iter()
         .filter(|(w, at)| old.contains(w.as_str()) && *at > cut_ms + SESSION_TIMEOUT_MS)
         .collect();
+    let log = lanes_log(victim);
+    assert!(
+        log.contains("presumed given to others"),
+        "the cut-off bridge never fenced its consumers: {log}"
+    );
+    let after: Vec<i64> = late.iter().map(|(_, at)| at - cut_ms).collect();
     assert!(
         late.is_empty(),
-        "the cut-off bridge's old consumers wrote {} results after their session timed out: {:?}",
+        "the cut-off bridge's old consumers wrote {} results after their session timed out \
+         (ms after the cut: {after:?}): {:?}; its log: {}",
         late.len(),
-        &late[..late.len().min(5)]
+        &late[..late.len().min(5)],
+        log
     );
     let rejoined = writers
         .iter()

@@ -163,7 +163,9 @@ impl Relay {
             Ok(e) => e,
             Err(_) if lost() => return Ok(Outcome::Lost),
             Err(e) => {
-                self.dead_letter(message, &format!("{e:#}")).await?;
+                if !self.dead_letter(message, &format!("{e:#}"), owner).await? {
+                    return Ok(Outcome::Lost);
+                }
                 return Ok(Outcome::DeadLettered { first_try: true });
             }
         };
@@ -187,12 +189,16 @@ impl Relay {
             }
             let e = match answer {
                 Answer::Final(result) => {
-                    self.publish_result(&result, &trace, &owner.name).await?;
+                    if !self.publish_result(&result, &trace, owner).await? {
+                        return Ok(Outcome::Lost);
+                    }
                     return Ok(Outcome::Done { first_try });
                 }
                 Answer::Refused(e) => {
                     let reason = format!("{e:#}");
-                    self.dead_letter(message, &reason).await?;
+                    if !self.dead_letter(message, &reason, owner).await? {
+                        return Ok(Outcome::Lost);
+                    }
                     self.record_failure(&request, &reason).await;
                     return Ok(Outcome::DeadLettered { first_try });
                 }
@@ -205,7 +211,9 @@ impl Relay {
                 Retry::Same => {}
                 Retry::GiveUp(_) if lost() => return Ok(Outcome::Lost),
                 Retry::GiveUp(reason) => {
-                    self.dead_letter(message, &reason).await?;
+                    if !self.dead_letter(message, &reason, owner).await? {
+                        return Ok(Outcome::Lost);
+                    }
                     self.record_failure(&request, &reason).await;
                     return Ok(Outcome::DeadLettered { first_try });
                 }
@@ -224,31 +232,34 @@ impl Relay {
         &self,
         result: &TaskResult,
         trace: &TraceParent,
-        consumer: &str,
-    ) -> Result<(), ShuttingDown> {
+        owner: &Owner,
+    ) -> Result<bool, ShuttingDown> {
         // Strings and a unit enum: serializing cannot fail.
         let payload = serde_json::to_vec(result).expect("a TaskResult serializes");
         let topic = &self.config.result_topic;
         let traceparent = trace.header();
-        self.produce(&format!("the result to {topic}"), || {
-            FutureRecord::to(topic)
-                .key(result.task_id.as_bytes())
-                .payload(&payload[..])
-                .headers(
-                    OwnedHeaders::new()
-                        .insert(Header {
-                            key: TRACEPARENT,
-                            value: Some(&traceparent),
-                        })
-                        .insert(Header {
-                            key: CONSUMER_HEADER,
-                            value: Some(consumer),
-                        }),
-                )
-        })
-        .await?;
-        tracing::info!(task_id = %result.task_id, status = ?result.status, "result published");
-        Ok(())
+        let published = self
+            .produce(&format!("the result to {topic}"), owner, || {
+                FutureRecord::to(topic)
+                    .key(result.task_id.as_bytes())
+                    .payload(&payload[..])
+                    .headers(
+                        OwnedHeaders::new()
+                            .insert(Header {
+                                key: TRACEPARENT,
+                                value: Some(&traceparent),
+                            })
+                            .insert(Header {
+                                key: CONSUMER_HEADER,
+                                value: Some(&owner.name),
+                            }),
+                    )
+            })
+            .await?;
+        if published {
+            tracing::info!(task_id = %result.task_id, status = ?result.status, "result published");
+        }
+        Ok(published)
     }
 
     /// Tells the app that `request`'s event is dead-lettered, so its task
@@ -266,11 +277,17 @@ impl Relay {
         }
     }
 
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<(), ShuttingDown> {
+    /// True once written; false if `owner` was fenced first.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        owner: &Owner,
+    ) -> Result<bool, ShuttingDown> {
         tracing::error!("dead-lettering event: {reason}");
         let headers = dead_letter_headers(message, reason, &self.trust.seal);
         let topic = &self.config.dead_letter_topic;
-        self.produce(&format!("a dead letter to {topic}"), || {
+        self.produce(&format!("a dead letter to {topic}"), owner, || {
             let mut record = FutureRecord::to(topic)
                 .payload(message.payload().unwrap_or_default())
                 .headers(headers.clone());

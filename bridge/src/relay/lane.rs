@@ -103,6 +103,36 @@ fn presumed_lost(silent: Duration, since_ms: u64, joined_ms: u64, after: Duratio
     silent > after && since_ms >= joined_ms
 }
 
+/// Fences `current` once the broker has been silent for `after` since a
+/// moment it was already in the group (a consumer made during the silence
+/// is not fenced again): from then on its events write nothing, and
+/// `fenced` tells the lane to rejoin.
+async fn fence_when_lost(
+    status: Arc<crate::member::Status>,
+    current: Arc<LaneConsumer>,
+    after: Duration,
+    lane: &'static str,
+    fenced: watch::Sender<bool>,
+) {
+    let joined_ms = aies_contract::members::now_ms();
+    let mut check = tokio::time::interval(WATCH_EVERY);
+    loop {
+        check.tick().await;
+        let (silent, since) = status.broker_silence();
+        if presumed_lost(silent, since, joined_ms, after) {
+            current.owner.fenced.store(true, Ordering::SeqCst);
+            tracing::warn!(
+                lane,
+                "the broker has not answered for {silent:?}, past the session timeout: \
+                 this consumer's partitions are presumed given to others; its events \
+                 in flight write nothing, and the lane rejoins"
+            );
+            let _ = fenced.send(true);
+            return;
+        }
+    }
+}
+
 /// How long the next consumer gets before a stall is called: a group that
 /// stalls again soon (within 8 times its time) gets longer to settle.
 fn next_stall_after(stall_after: Duration, base: Duration, lasted: Duration) -> Duration {
@@ -183,33 +213,24 @@ impl Relay {
         let _abort = AbortOnDrop(watcher);
         let mut dog = Watchdog::default();
         let mut last_received = Instant::now();
-        let joined_ms = aies_contract::members::now_ms();
-        // Half again the session timeout: by then the group has surely
-        // dropped this member, and a slow answer is not taken for silence.
-        let fence_after = Duration::from_millis(self.config.session_timeout_ms * 3 / 2);
-        let mut fence_check = tokio::time::interval(WATCH_EVERY);
+        // Its own task: the loop below may wait long for a place (every
+        // event in flight stuck behind the same outage), and the fence
+        // must not wait with it.
+        let (fenced_tx, mut fenced) = watch::channel(false);
+        let _fence = AbortOnDrop(tokio::spawn(fence_when_lost(
+            self.status.clone(),
+            current.clone(),
+            Duration::from_millis(self.config.session_timeout_ms * 3 / 2),
+            lane.name,
+            fenced_tx,
+        )));
         // Several bridges should not all rejoin at the same moment.
         let stall_after = stall_after.mul_f64(1.0 + f64::from(jitter_permille()) / 4000.0);
         loop {
             let message = tokio::select! {
                 m = current.consumer.recv() => m,
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
-                _ = fence_check.tick() => {
-                    // Silent since after this consumer joined: a consumer
-                    // made during the silence is not fenced again.
-                    let (silent, since) = self.status.broker_silence();
-                    if presumed_lost(silent, since, joined_ms, fence_after) {
-                        current.owner.fenced.store(true, Ordering::SeqCst);
-                        tracing::warn!(
-                            lane = lane.name, group = %lane.group,
-                            "the broker has not answered for {silent:?}, past the session timeout: \
-                             this consumer's partitions are presumed given to others; its events \
-                             in flight write nothing, and the lane rejoins"
-                        );
-                        return Exit::Fenced;
-                    }
-                    continue;
-                }
+                _ = fenced.wait_for(|f| *f) => return Exit::Fenced,
                 Ok(()) = lag_rx.changed() => {
                     let Some(lag) = lag_rx.borrow_and_update().clone() else { continue };
                     self.record_lag(lane.name, &lag);
@@ -248,6 +269,7 @@ impl Relay {
             let permit = tokio::select! {
                 p = held.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = stop.wait_for(|s| *s) => return Exit::Shutdown,
+                _ = fenced.wait_for(|f| *f) => return Exit::Fenced,
             };
             self.start(lane.name, current.clone(), limit.clone(), message, permit);
         }

@@ -150,17 +150,24 @@ impl Relay {
         }
     }
 
-    /// Produces a record, retrying (a broker that restarts) until it is
-    /// acknowledged or the bridge shuts down.
+    /// Produces a record for an event of `owner`'s, retrying (a broker
+    /// that restarts) until it is acknowledged (true), the owner is fenced
+    /// (false: its partitions belong to another bridge now, which writes
+    /// the event's own record), or the bridge shuts down.
     async fn produce<'a>(
         &self,
         what: &str,
+        owner: &event::Owner,
         record: impl Fn() -> FutureRecord<'a, [u8], [u8]>,
-    ) -> Result<(), ShuttingDown> {
+    ) -> Result<bool, ShuttingDown> {
         let mut attempt = 1;
         loop {
+            if owner.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::warn!("not producing {what}: its consumer was fenced");
+                return Ok(false);
+            }
             match self.producer.send(record(), Duration::from_secs(30)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err((e, _)) => {
                     let wait = backoff(attempt, 200).min(Duration::from_secs(5));
                     tracing::warn!(attempt, "producing {what}: {e}; retrying in {wait:?}");
