@@ -9,9 +9,10 @@ predictions (stratified by language and kind), and for each level and
 each language of the asked prompt (as the judge detects it) the lowest
 score at which at most that share of that language's traps is served
 (and one for prompts in neither language, which holds for both),
-counting what the cache does around the judge (the exact tier answers a prompt equal after folding; the cheap vetoes refuse first; a
-candidate needs a similarity: of a few, the one that serves the most
-should-hits at the default level).
+counting what the cache does around the judge (the exact tier answers a
+prompt equal after folding; the cheap vetoes refuse first; a candidate
+needs a similarity: of a few, the one that serves the most should-hits at
+the default level).
 
 A model the judge has no weights for (a remote embedding provider) gets
 the "*" weights: fitted without the cosine (its column all zero), with
