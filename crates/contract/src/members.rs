@@ -163,7 +163,6 @@ impl MemberReport {
     }
 }
 
-/// This machine's (or container's) name, for [`MemberReport::host`].
 /// Now, in milliseconds since the epoch: the members' clock (0 for a
 /// clock before the epoch).
 pub fn now_ms() -> u64 {
@@ -172,6 +171,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// This machine's (or container's) name, for [`MemberReport::host`].
 pub fn host_name() -> String {
     let name = std::env::var("HOSTNAME")
         .ok()

@@ -297,19 +297,24 @@ fn lexical(a: &str, b: &str) -> Vec<f32> {
     out
 }
 
-/// Words that negate (folded), and the "n't" of a contraction ("don't"
-/// folds to "don", "t").
-const NEGATIONS: &str = "no not never nobody nothing none without nor nunca jamas ni sin nadie \
-    nada ningun ninguna ninguno tampoco dont doesnt cant wont isnt arent didnt shouldnt";
+/// Words that negate (folded); the "n't" of a contraction ("don't" folds
+/// to "don", "t") is counted apart.
+const NEGATIONS: [&str; 26] = [
+    "no", "not", "never", "nobody", "nothing", "none", "without", "nor", "nunca", "jamas", "ni",
+    "sin", "nadie", "nada", "ningun", "ninguna", "ninguno", "tampoco", "dont", "doesnt", "cant",
+    "wont", "isnt", "arent", "didnt", "shouldnt",
+];
 
 /// Whether the prompt is negated: an odd number of negations.
 fn negated(words: &[String]) -> bool {
-    let list: HashSet<&str> = NEGATIONS.split_whitespace().collect();
     let contractions = words
         .windows(2)
         .filter(|w| w[1] == "t" && w[0].ends_with('n'))
         .count();
-    let plain = words.iter().filter(|w| list.contains(w.as_str())).count();
+    let plain = words
+        .iter()
+        .filter(|w| NEGATIONS.contains(&w.as_str()))
+        .count();
     (plain + contractions) % 2 == 1
 }
 
@@ -623,6 +628,29 @@ mod tests {
         let x = lexical("¿El tomate es fruta?", "¿Los tomates son frutas?");
         assert_eq!(x[i], 1.0, "{x:?}");
         assert_eq!(x[i + 5], 1.0, "Spanish");
+    }
+
+    #[test]
+    fn each_language_gets_its_own_thresholds() {
+        let t = |x: f32| JudgeThresholds {
+            strict: x,
+            default: x,
+            lenient: x,
+        };
+        let mut w = ModelWeights {
+            mean: vec![],
+            scale: vec![],
+            coef: vec![],
+            intercept: 0.0,
+            candidate_similarity: 0.6,
+            thresholds: t(0.9),
+            language_thresholds: BTreeMap::from([("en".into(), t(0.8)), ("es".into(), t(0.7))]),
+        };
+        assert_eq!(w.thresholds_for(Lang::En), t(0.8));
+        assert_eq!(w.thresholds_for(Lang::Es), t(0.7));
+        assert_eq!(w.thresholds_for(Lang::Unknown), t(0.9));
+        w.language_thresholds.clear();
+        assert_eq!(w.thresholds_for(Lang::Es), t(0.9), "an older judge.json");
     }
 
     #[test]
