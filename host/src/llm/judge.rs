@@ -15,6 +15,7 @@
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::LazyLock;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
@@ -77,11 +78,11 @@ pub const FEATURES: [&str; 38] = [
 ];
 
 /// One pair's features: `cached` and `asked` are the two prompts (without
-/// the prefix), `*_tokens` their token vectors (unit length), `similarity`
+/// the prefix; the asked one read by [`Asked::new`]), `*_tokens` their token vectors (unit length), `similarity`
 /// the embedding model's cosine of the two.
 pub fn features(
     cached: &str,
-    asked: &str,
+    asked: &Asked,
     cached_tokens: &[Vec<f32>],
     asked_tokens: &[Vec<f32>],
     similarity: f32,
@@ -227,16 +228,70 @@ const STOP: &str = "the a an of to in on for and or is are was were be do does d
     from by as at about into than then so if el la los las un una de del al y o es son fue ser \
     que como cual quien por para con en mi mis te tu tus se lo le les su sus";
 
-fn lexical(a: &str, b: &str) -> Vec<f32> {
-    let stop: HashSet<&str> = STOP.split_whitespace().collect();
-    let (wa, wb) = (words(a), words(b));
-    let content = |ws: &[String]| -> Vec<String> {
-        ws.iter()
-            .filter(|w| !stop.contains(w.as_str()))
+/// What the lexical features read of a prompt: its folded words, its
+/// content words (not in [`STOP`]) and the guard's analysis.
+struct Prompt {
+    words: Vec<String>,
+    content: Vec<String>,
+    analysis: Analysis,
+}
+
+impl Prompt {
+    fn new(text: &str) -> Self {
+        static STOP_WORDS: LazyLock<HashSet<&str>> =
+            LazyLock::new(|| STOP.split_whitespace().collect());
+        let words = words(text);
+        let content = words
+            .iter()
+            .filter(|w| !STOP_WORDS.contains(w.as_str()))
             .cloned()
-            .collect()
-    };
-    let (ca, cb) = (content(&wa), content(&wb));
+            .collect();
+        Self {
+            words,
+            content,
+            analysis: Analysis::new(text),
+        }
+    }
+}
+
+/// The asked prompt, read once per question however many candidates it
+/// is compared with.
+pub struct Asked {
+    prompt: Prompt,
+    /// Snowball stems in the asked prompt's language, used for both sides:
+    /// "tomate" / "tomates", "cancelé" / "cancelar".
+    stemmer: rust_stemmers::Stemmer,
+    stems: HashSet<String>,
+}
+
+impl Asked {
+    pub fn new(text: &str) -> Self {
+        let prompt = Prompt::new(text);
+        let stemmer = rust_stemmers::Stemmer::create(match prompt.analysis.lang {
+            Lang::Es => rust_stemmers::Algorithm::Spanish,
+            _ => rust_stemmers::Algorithm::English,
+        });
+        let stems = stems(&stemmer, &prompt.content);
+        Self {
+            prompt,
+            stemmer,
+            stems,
+        }
+    }
+
+    pub fn lang(&self) -> Lang {
+        self.prompt.analysis.lang
+    }
+}
+
+fn stems(stemmer: &rust_stemmers::Stemmer, words: &[String]) -> HashSet<String> {
+    words.iter().map(|w| stemmer.stem(w).into_owned()).collect()
+}
+
+fn lexical(cached: &str, asked: &Asked) -> Vec<f32> {
+    let a = Prompt::new(cached);
+    let b = &asked.prompt;
+    let (ca, cb) = (&a.content, &b.content);
     let sa: HashSet<&String> = ca.iter().collect();
     let sb: HashSet<&String> = cb.iter().collect();
     let union = sa.union(&sb).count();
@@ -255,28 +310,18 @@ fn lexical(a: &str, b: &str) -> Vec<f32> {
         .collect();
     // The guard's reading: the same meaningful words (stems, synonyms),
     // no direction or role swapped that it can see.
-    let asked = Analysis::new(b);
-    let same = verify(&asked, &Analysis::new(a), 1.0, &Policy::default());
-    // Content words by their Snowball stems, in the asked prompt's
-    // language: "tomate" / "tomates", "cancelé" / "cancelar".
-    let stemmer = rust_stemmers::Stemmer::create(match asked.lang {
-        Lang::Es => rust_stemmers::Algorithm::Spanish,
-        _ => rust_stemmers::Algorithm::English,
-    });
-    let stems = |ws: &[String]| -> HashSet<String> {
-        ws.iter().map(|w| stemmer.stem(w).into_owned()).collect()
-    };
-    let (ta, tb) = (stems(&ca), stems(&cb));
-    let stem_union = ta.union(&tb).count();
-    let stem_jaccard = ta.intersection(&tb).count() as f32 / stem_union.max(1) as f32;
-    let lang = match asked.lang {
+    let same = verify(&b.analysis, &a.analysis, 1.0, &Policy::default());
+    let (ta, tb) = (stems(&asked.stemmer, ca), &asked.stems);
+    let stem_union = ta.union(tb).count();
+    let stem_jaccard = ta.intersection(tb).count() as f32 / stem_union.max(1) as f32;
+    let lang = match asked.lang() {
         Lang::Es => "es",
         _ => "en",
     };
     let flag = |x: bool| f32::from(u8::from(x));
     let mut out = vec![
         crossed(&order),
-        f32::from(u8::from(wa == wb)),
+        f32::from(u8::from(a.words == b.words)),
         jaccard,
         f32::from(u8::from(jaccard == 1.0)),
         sa.difference(&sb).count().min(3) as f32,
@@ -287,12 +332,12 @@ fn lexical(a: &str, b: &str) -> Vec<f32> {
     ];
     out.extend([
         stem_jaccard,
-        flag(ta == tb),
-        ta.difference(&tb).count() as f32,
+        flag(ta == *tb),
+        ta.difference(tb).count() as f32,
         tb.difference(&ta).count() as f32,
-        flag(negated(&wa) != negated(&wb)),
-        flag(question_words(&wa, lang) != question_words(&wb, lang)),
-        flag(asked.lang == Lang::Es),
+        flag(negated(&a.words) != negated(&b.words)),
+        flag(question_words(&a.words, lang) != question_words(&b.words, lang)),
+        flag(asked.lang() == Lang::Es),
     ]);
     out
 }
@@ -523,20 +568,21 @@ impl JudgeEngine {
         let mut texts = vec![req.asked.as_str()];
         texts.extend(req.candidates.iter().map(|c| c.prompt.as_str()));
         let vectors = self.token_vectors(&texts)?;
+        let asked = Asked::new(&req.asked);
         let scores = req
             .candidates
             .iter()
             .zip(&vectors[1..])
             .map(|(c, tokens)| {
                 let similarity = if known { c.similarity } else { 0.0 };
-                let x = features(&c.prompt, &req.asked, tokens, &vectors[0], similarity);
+                let x = features(&c.prompt, &asked, tokens, &vectors[0], similarity);
                 w.probability(&x)
             })
             .collect();
         Ok(JudgeReply {
             scores,
             candidate_similarity: w.candidate_similarity,
-            thresholds: w.thresholds_for(Analysis::new(&req.asked).lang),
+            thresholds: w.thresholds_for(asked.lang()),
         })
     }
 }
@@ -558,7 +604,10 @@ pub fn pair_features(engine: &JudgeEngine, pairs: &[(String, String)]) -> Result
     }
     Ok(pairs
         .iter()
-        .map(|(a, b)| features(a, b, &tokens[a.as_str()], &tokens[b.as_str()], 0.0)[1..].to_vec())
+        .map(|(a, b)| {
+            let (ta, tb) = (&tokens[a.as_str()], &tokens[b.as_str()]);
+            features(a, &Asked::new(b), ta, tb, 0.0)[1..].to_vec()
+        })
         .collect())
 }
 
@@ -581,11 +630,17 @@ mod tests {
 
     #[test]
     fn a_swap_keeps_the_words_and_crosses_their_order() {
-        let x = lexical("Did Google buy YouTube?", "Did YouTube buy Google?");
+        let x = lexical(
+            "Did Google buy YouTube?",
+            &Asked::new("Did YouTube buy Google?"),
+        );
         assert_eq!(x[0], 1.0, "every shared pair crossed");
         assert_eq!(x[2], 1.0, "the same content words");
         assert_eq!(x[6], 1.0, "reordered");
-        let same = lexical("Did Google buy YouTube?", "did google buy youtube");
+        let same = lexical(
+            "Did Google buy YouTube?",
+            &Asked::new("did google buy youtube"),
+        );
         assert_eq!((same[0], same[1], same[6]), (0.0, 1.0, 0.0));
     }
 
@@ -625,7 +680,10 @@ mod tests {
     #[test]
     fn stems_see_a_plural_as_the_same_word() {
         let i = FEATURES.iter().position(|f| *f == "same_stems").unwrap() - 22;
-        let x = lexical("¿El tomate es fruta?", "¿Los tomates son frutas?");
+        let x = lexical(
+            "¿El tomate es fruta?",
+            &Asked::new("¿Los tomates son frutas?"),
+        );
         assert_eq!(x[i], 1.0, "{x:?}");
         assert_eq!(x[i + 5], 1.0, "Spanish");
     }
@@ -656,6 +714,9 @@ mod tests {
     #[test]
     fn features_have_their_names() {
         let x = vec![unit(&[1.0, 2.0])];
-        assert_eq!(features("a b", "a b", &x, &x, 0.9).len(), FEATURES.len());
+        assert_eq!(
+            features("a b", &Asked::new("a b"), &x, &x, 0.9).len(),
+            FEATURES.len()
+        );
     }
 }
