@@ -149,6 +149,41 @@ async fn the_host_sent_sigterm_mid_invoke_finishes_them_first() {
     println!("host SIGTERM: exited 0 in {took:?}; {outcome}");
 }
 
+/// The drain's limit: answers that would take 60 s are cut when
+/// `AIES_DRAIN_TIMEOUT_SECS` (here 2) runs out, the host still exits 0
+/// soon after, and the bridge's redelivery to the next host loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_runs_out_cuts_what_is_left_and_loses_nothing() {
+    let fake = FakeLlm::start().await;
+    fake.set_delay(Duration::from_secs(60));
+    let mut setup = Setup::new(&fake);
+    setup
+        .host_env
+        .push(("AIES_DRAIN_TIMEOUT_SECS".into(), "2".into()));
+    let mut stack = Stack::start(setup).await;
+    let n = IN_FLIGHT;
+    stack.setup.produce("host-drain-out", 0..n).await;
+    let since = Instant::now();
+    while fake.calls() < IN_FLIGHT / 2 {
+        assert!(since.elapsed() < WITHIN, "no invocation started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    let status = stack.host.terminate(Duration::from_secs(20)).unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "the host exited with {status}");
+    assert!(
+        stack.setup.log_text("host").contains("cut"),
+        "the host says it cut requests:\n{}",
+        stack.setup.log_text("host")
+    );
+    fake.set_delay(Duration::ZERO);
+    stack.host = stack.setup.start_host().await;
+    // Every cut call is made again, nothing more.
+    let outcome = stack.assert_exactly_once(n, &fake, n).await;
+    println!("host SIGTERM, drain ran out: exited 0 in {took:?}; {outcome}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_sent_sigterm_mid_run_exits_0_within_its_grace_period() {
     let fake = llm().await;
