@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -19,19 +18,25 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 pub enum Probe {
     None,
     Redis(SocketAddr),
-    Kafka(Arc<BaseConsumer>),
+    Kafka(ClientConfig),
     Http(SocketAddr, &'static str),
 }
 
 impl Probe {
-    /// A Kafka probe for `bootstrap`: one client, kept (it reconnects by itself).
+    /// A Kafka probe for `bootstrap`. Each check makes a new client: one
+    /// kept across a restart carries what it learnt of the dead process
+    /// (connections timing out, a reconnect backoff growing to 10 s) and
+    /// can fail the new broker's first checks, so a healthy broker is
+    /// restarted again.
     pub fn kafka(bootstrap: &str) -> Result<Self> {
-        let client: BaseConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
-            .set("socket.timeout.ms", "3000")
+            .set("socket.timeout.ms", "3000");
+        let _: BaseConsumer = config
             .create()
             .context("creating the broker's health client")?;
-        Ok(Self::Kafka(Arc::new(client)))
+        Ok(Self::Kafka(config))
     }
 }
 
@@ -45,12 +50,15 @@ pub async fn check(probe: &Probe) -> Result<()> {
         Probe::Http(addr, path) => tokio::time::timeout(TIMEOUT, http_get(*addr, path))
             .await
             .with_context(|| format!("GET {path} timed out"))?,
-        Probe::Kafka(client) => {
-            let client = client.clone();
-            tokio::task::spawn_blocking(move || client.fetch_metadata(None, TIMEOUT))
-                .await?
-                .map(|_| ())
-                .context("metadata request")
+        Probe::Kafka(config) => {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let client: BaseConsumer = config.create()?;
+                client.fetch_metadata(None, TIMEOUT)
+            })
+            .await?
+            .map(|_| ())
+            .context("metadata request")
         }
     }
 }

@@ -281,6 +281,10 @@ impl Running {
         mut on_restart: impl AsyncFnMut(Restarted<'_>),
     ) -> Ended {
         let mut tick = tokio::time::interval(CHECK);
+        // A round of checks can outlast CHECK (a probe waits up to 3 s):
+        // the next one still waits CHECK, not a burst of missed ticks that
+        // would count three failures of one slow spell in a few seconds.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 sig = signals.recv() => return Ended::Signal(sig),
@@ -317,6 +321,10 @@ impl Running {
                 Ok(()) => service.fails = 0,
                 Err(e) => {
                     service.fails += 1;
+                    println!(
+                        "==> {}: check {} of {FAILS} failed: {e:#}",
+                        service.spec.name, service.fails
+                    );
                     if service.fails >= FAILS {
                         return Some((
                             at,
