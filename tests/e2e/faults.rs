@@ -379,7 +379,12 @@ async fn a_broker_that_stops_answering_is_restarted_by_aies_up() {
             .json()
             .await
             .unwrap();
-    assert_eq!(stats["services"]["tansu"]["restarts"], 1, "{stats}");
+    assert_eq!(
+        stats["services"]["tansu"]["restarts"],
+        1,
+        "{stats}\n{}",
+        setup.log_text("aies-up")
+    );
     assert!(
         stats["services"]["tansu"]["last_reason"]
             .as_str()
