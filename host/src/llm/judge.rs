@@ -78,8 +78,9 @@ pub const FEATURES: [&str; 38] = [
 ];
 
 /// One pair's features: `cached` and `asked` are the two prompts (without
-/// the prefix; the asked one read by [`Asked::new`]), `*_tokens` their token vectors (unit length), `similarity`
-/// the embedding model's cosine of the two.
+/// the prefix; the asked one read by [`Asked::new`]), `*_tokens` their
+/// token vectors (unit length), `similarity` the embedding model's cosine
+/// of the two.
 pub fn features(
     cached: &str,
     asked: &Asked,
