@@ -123,6 +123,15 @@ async fn the_host_killed_mid_invoke_and_restarted_loses_nothing() {
     println!("host SIGKILL: {outcome}; progress again {recovery:?} after the kill");
 }
 
+/// Waits until half a slot's worth of LLM calls has started.
+async fn invoking(fake: &FakeLlm) {
+    let since = Instant::now();
+    while fake.calls() < IN_FLIGHT / 2 {
+        assert!(since.elapsed() < WITHIN, "no invocation started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_sent_sigterm_mid_invoke_finishes_them_first() {
     // Slow answers: a whole slot's worth of invocations is in flight when
@@ -132,11 +141,7 @@ async fn the_host_sent_sigterm_mid_invoke_finishes_them_first() {
     let mut stack = Stack::start(Setup::new(&fake)).await;
     let n = IN_FLIGHT * 3;
     stack.setup.produce("host-term", 0..n).await;
-    let since = Instant::now();
-    while fake.calls() < IN_FLIGHT / 2 {
-        assert!(since.elapsed() < WITHIN, "no invocation started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    invoking(&fake).await;
     let asked = Instant::now();
     // Its drain timeout is 25 s; these finish within 2 s.
     let status = stack.host.terminate(Duration::from_secs(30)).unwrap();
@@ -163,17 +168,16 @@ async fn a_drain_that_runs_out_cuts_what_is_left_and_loses_nothing() {
     let mut stack = Stack::start(setup).await;
     let n = IN_FLIGHT;
     stack.setup.produce("host-drain-out", 0..n).await;
-    let since = Instant::now();
-    while fake.calls() < IN_FLIGHT / 2 {
-        assert!(since.elapsed() < WITHIN, "no invocation started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    invoking(&fake).await;
     let asked = Instant::now();
     let status = stack.host.terminate(Duration::from_secs(20)).unwrap();
     let took = asked.elapsed();
     assert!(status.success(), "the host exited with {status}");
     assert!(
-        stack.setup.log_text("host").contains("cut"),
+        stack
+            .setup
+            .log_text("host")
+            .contains("after the drain timeout are cut"),
         "the host says it cut requests:\n{}",
         stack.setup.log_text("host")
     );
